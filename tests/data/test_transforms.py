@@ -1,0 +1,128 @@
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+from monai.transforms import Compose, MapLabelValued
+
+from autolr_monai.data import BoxSmoothd, CheckImageLabeld, ClassIndexd
+from autolr_monai.data.totalseg import totalseg_label_mapping
+from tests.conftest import REPO
+
+AFFINE = torch.diag(torch.tensor([1.5, 1.5, 2.5, 1.0], dtype=torch.float64))
+
+
+def _meta(array, name, affine=AFFINE):
+    return MetaTensor(torch.as_tensor(array, dtype=torch.float32), affine=affine, meta={"filename_or_obj": name})
+
+
+def preprocessing(**overrides) -> Compose:
+    """The deterministic preprocessing declared in bundle/configs/train.json."""
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundle" / "configs" / "train.json"))
+    parser.update({"bundle_root": str(REPO / "bundle"), **overrides})
+    return Compose(parser.get_parsed_content("preprocessing"))
+
+
+def test_check_rejects_shape_mismatch_naming_both_files():
+    d = {"image": _meta(np.zeros((1, 8, 8, 8)), "img.nii.gz"), "label": _meta(np.zeros((1, 8, 8, 7)), "lab.nii.gz")}
+    with pytest.raises(ValueError, match=r"img\.nii\.gz.*lab\.nii\.gz.*different shapes"):
+        CheckImageLabeld()(d)
+
+
+def test_check_rejects_other_grid():
+    shifted = AFFINE.clone()
+    shifted[0, 3] = 3.0
+    d = {"image": _meta(np.zeros((1, 8, 8, 8)), "img"), "label": _meta(np.zeros((1, 8, 8, 8)), "lab", shifted)}
+    with pytest.raises(ValueError, match="same voxel grid"):
+        CheckImageLabeld()(d)
+
+
+def test_check_rejects_unknown_label_values():
+    label = np.zeros((1, 8, 8, 8))
+    label[0, 1, 1, 1] = 21
+    label[0, 2, 2, 2] = 3
+    d = {"image": _meta(np.zeros((1, 8, 8, 8)), "img"), "label": _meta(label, "lab.nii.gz")}
+    with pytest.raises(ValueError, match=r"lab\.nii\.gz: values \[21\] are not in the label table"):
+        CheckImageLabeld(num_classes=21)(d)
+    label[0, 1, 1, 1] = 20
+    CheckImageLabeld(num_classes=21)(d | {"label": _meta(label, "lab.nii.gz")})
+
+
+@pytest.mark.parametrize("image,match", [(np.zeros((1, 8, 8)), "3D volume"), (np.full((1, 4, 4, 4), np.nan), "NaN")])
+def test_check_rejects_bad_images(image, match):
+    with pytest.raises(ValueError, match=match):
+        CheckImageLabeld(label_key=None)({"image": _meta(image, "scan.nii.gz")})
+
+
+def test_box_smooth_matches_pooling_and_class_index():
+    torch.manual_seed(0)
+    image = _meta(torch.randn(1, 9, 10, 11), "img")
+    label = _meta(torch.randint(0, 4, (1, 9, 10, 11)), "lab")
+    d = ClassIndexd(num_classes=5)(BoxSmoothd()({"image": image, "label": label}))
+    expected = F.avg_pool3d(F.pad(image.as_tensor()[None], (1,) * 6, mode="replicate"), 3, stride=1)[0]
+    assert torch.allclose(d["image_smooth"], expected, atol=1e-6)
+    offsets, order, flat = d["class_index_offsets"], d["class_index_order"], label.reshape(-1).numpy()
+    assert offsets[-1] == flat.size and offsets[5] == offsets[4]  # class 4 absent
+    for k in range(4):
+        members = order[offsets[k] : offsets[k + 1]]
+        assert (flat[members] == k).all() and len(members) == (flat == k).sum()
+
+
+def test_preprocessing_geometry_on_real_ct(shared_data: Path, tmp_path: Path):
+    source = nib.load(shared_data / "ct.nii.gz")
+    label_file = _converted_label(shared_data, "labels_totalseg.nii.gz", tmp_path / "label.nii.gz")
+    d = preprocessing()({"image": str(shared_data / "ct.nii.gz"), "label": str(label_file)})
+    image, label = d["image"], d["label"]
+    assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
+    assert np.allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), [1.0, 1.0, 1.5])
+    extent_in = np.array(source.shape) * np.array(source.header.get_zooms())
+    extent_out = np.array(image.shape[1:]) * np.array([1.0, 1.0, 1.5])
+    assert np.all(np.abs(extent_out - extent_in) <= 3.0)  # same field of view, to a voxel
+    assert float(image.max()) == pytest.approx(1000 / 218) and float(image.min()) == pytest.approx(-1000 / 218)
+    hu = np.asarray(source.dataobj)
+    assert float(image.mean()) == pytest.approx(float(np.clip(hu, -1000, 1000).mean() / 218), abs=0.05)
+    assert label.dtype == torch.uint8 and label.shape == image.shape
+    assert set(torch.unique(label).tolist()) >= {0, 1, 2, 3, 4}  # liver, spleen, kidneys survive resampling
+
+
+def _converted_label(shared_data: Path, name: str, out: Path) -> Path:
+    """TotalSegmentator labels mapped to the label table, written to ``out``."""
+    orig, target = totalseg_label_mapping(str(shared_data / "totalseg_label_names.json"))
+    source = nib.load(shared_data / name)
+    mapped = MapLabelValued("l", orig, target)({"l": np.asarray(source.dataobj)})["l"].astype(np.uint8)
+    nib.save(nib.Nifti1Image(mapped, source.affine), out)
+    return out
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """MONAI's ``Compose`` re-raises a transform's error as the cause of a RuntimeError naming the transform."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def test_raw_totalseg_labels_are_rejected_with_the_file_name(shared_data: Path):
+    with pytest.raises(RuntimeError) as info:
+        preprocessing()({"image": str(shared_data / "ct.nii.gz"), "label": str(shared_data / "labels_totalseg.nii.gz")})
+    cause = _root_cause(info.value)
+    assert isinstance(cause, ValueError)
+    assert "labels_totalseg.nii.gz" in str(cause) and "not in the label table" in str(cause)
+
+
+def test_dicom_series_loads_through_the_same_pipeline(shared_data: Path, tmp_path: Path):
+    label = _converted_label(shared_data, "dicom_labels_totalseg.nii.gz", tmp_path / "dicom_label.nii.gz")
+    d = preprocessing()({"image": str(shared_data / "dicom_ct"), "label": str(label)})
+    image = d["image"]
+    assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
+    assert np.allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), [1.0, 1.0, 1.5])
+    # 20 slices of 512 x 512 at 0.977 x 0.977 x 2.0 mm
+    assert np.allclose(np.array(image.shape[1:]) * [1.0, 1.0, 1.5], [500, 500, 39], atol=3.0)
+    assert d["label"].shape == image.shape
+    liver = d["label"][0] == 1
+    assert liver.sum() > 1000
+    assert float(image[0][liver].mean()) * 218 == pytest.approx(100, abs=60)  # liver HU
