@@ -123,3 +123,13 @@ def test_training_step_reduces_loss():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_documented_layer_table_matches_the_network():
+    from tests.conftest import REPO
+
+    docs = (REPO / "bundle" / "docs" / "README.md").read_text()
+    net = DualPathResNet3D()
+    for row in net.layer_table(16):
+        assert row in docs, row
+    assert f"{sum(p.numel() for p in net.parameters()):,} parameters" in docs

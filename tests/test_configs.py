@@ -1,0 +1,48 @@
+"""The bundle's configs resolve: paper-size components, schedule overlays, bundle root."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.handlers import PiecewiseLinear
+from monai.bundle import ConfigParser
+
+from autolr_monai.paths import bundle_root
+from tests.conftest import REPO
+
+CONFIGS = REPO / "bundle" / "configs"
+
+
+def _parser(*overlays: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "train.json"), *[str(CONFIGS / o) for o in overlays]])
+    parser.update({"bundle_root": str(REPO / "bundle")})
+    return parser
+
+
+def test_paper_config_components():
+    parser = _parser()
+    net = parser.get_parsed_content("network_def")
+    assert sum(p.numel() for p in net.parameters()) == 653_413 and net.receptive_field == 123
+    optimizer = parser.get_parsed_content("optimizer")
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["nesterov"] and optimizer.defaults["momentum"] == 0.8
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [1e-4, 0.0]
+    assert parser.get_parsed_content("train#batch_size") * parser["patches_per_image"] == 40
+    assert parser["batches_per_epoch"] == 100
+    schedule = parser.get_parsed_content("lr_scheduler")
+    assert isinstance(schedule, PiecewiseLinear)
+    inferer = parser.get_parsed_content("validate#inferer")
+    assert inferer.tile_size == (96, 96, 96) and inferer.output == "labels"
+
+
+@pytest.mark.parametrize("overlay,eta0", [("sched_a.json", 0.05), ("sched_b.json", 0.025)])
+def test_schedule_overlays(overlay, eta0):
+    parser = _parser(overlay)
+    scheduler = parser.get_parsed_content("lr_scheduler")
+    assert max(scheduler.values) == pytest.approx(eta0)
+    assert parser["lr_schedule"]["gamma"] == 400 and parser["lr_schedule"]["factor"] == 0.1
+
+
+def test_bundle_root_outside_a_workflow_is_the_source_bundle():
+    assert Path(bundle_root()) == REPO / "bundle"
