@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 OUTPUTS = ("logits", "probabilities", "labels")
@@ -61,7 +62,7 @@ class ExactTiledInferer(Inferer):
             raise ValueError(f"tile_size {self.tile_size} must be positive multiples of {alignment}")
         if inputs.ndim != 5:
             raise ValueError(f"expected a batch of 3D volumes (B, C, X, Y, Z), got shape {tuple(inputs.shape)}")
-        inputs = torch.as_tensor(inputs)
+        inputs = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)  # no meta per tile
         shape = inputs.shape[2:]
         counts = [math.ceil(s / t) for s, t in zip(shape, self.tile_size)]
         pad = []
