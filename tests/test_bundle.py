@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
@@ -38,6 +39,7 @@ def tiny_datalist(tmp_path_factory) -> str:
 def test_bundle_cli_runs_training_from_another_directory(tiny_datalist, tmp_path):
     run_dir = tmp_path / "run"
     overrides = {**TINY, "max_epochs": 1, "batches_per_epoch": 2, "num_workers": 2, "datalist": tiny_datalist,
+                 "isample#update_every": 1,
                  "run_dir": str(run_dir)}  # fmt: skip
     args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in overrides.items()]
     command = [sys.executable, "-m", "monai.bundle", "run", "training",
@@ -49,7 +51,12 @@ def test_bundle_cli_runs_training_from_another_directory(tiny_datalist, tmp_path
     assert (run_dir / "checkpoints" / "checkpoint_final.pt").is_file()
     assert any((run_dir / "tensorboard").iterdir())
     final = torch.load(run_dir / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "trainer"} <= set(final)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "error_maps"} <= set(final)
+    # isample is on by default: after one epoch the training case's map was refreshed
+    maps = sorted((run_dir / "error_maps").glob("case_*.npy"))
+    assert len(maps) == 1 and np.load(maps[0]).mean() < 1.0
+    assert np.load(run_dir / "error_maps" / "versions.npy").tolist() == [1]  # n_cases=2, capped at the 1 case
+    assert "isample: refreshed error maps" in result.stdout
 
 
 def test_short_training_run_lowers_the_loss(tiny_datalist, tmp_path):
@@ -70,3 +77,18 @@ def test_short_training_run_lowers_the_loss(tiny_datalist, tmp_path):
     assert [h["lr"] for h in history] == pytest.approx([0.05, 0.05, 0.05, 0.05, 0.005, 0.005])
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     assert 0.0 <= evaluator.state.best_metric <= 1.0 and evaluator.state.best_metric_epoch >= 1
+
+
+def test_isample_off_keeps_class_balanced_sampling(tiny_datalist, tmp_path):
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")],
+        workflow_type="train",
+        **{**TINY, "max_epochs": 1, "batches_per_epoch": 2, "num_workers": 0, "datalist": tiny_datalist,
+           "run_dir": str(tmp_path), "isample#enabled": False},  # fmt: skip
+    )
+    workflow.initialize()
+    workflow.run()
+    store = workflow.parser.get_parsed_content("error_maps")
+    assert store.version(0) == 0 and (np.asarray(store.map(0)) == 1).all()
+    handlers = workflow.parser.get_parsed_content("train#handlers")
+    assert not any(type(h).__name__ == "ErrorMapRefresher" for h in handlers)

@@ -8,9 +8,12 @@ from pathlib import Path
 from monai.data import load_decathlon_datalist
 
 
-def load_datalist(datalist: str, key: str, base_dir: str | None = None, require_label: bool = True) -> list[dict]:
+def load_datalist(
+    datalist: str, key: str, base_dir: str | None = None, require_label: bool = True, index_key: str = "case_index"
+) -> list[dict]:
     """Entries of ``datalist[key]`` with absolute paths (relative ones resolve against ``base_dir``, by default
-    the datalist's folder). Images and labels are NIfTI files or DICOM series folders.
+    the datalist's folder) and their position in the list under ``index_key`` (isample keys error maps by it).
+    Images and labels are NIfTI files or DICOM series folders.
 
     Raises ``FileNotFoundError`` or ``ValueError`` naming the datalist, the entry and the field when the file is
     missing or malformed, the list is empty, or an entry points to a path that does not exist.
@@ -36,6 +39,7 @@ def load_datalist(datalist: str, key: str, base_dir: str | None = None, require_
             raise ValueError(f"datalist {path}: {key}[{i}] must be an object with fields {fields}, got {entry!r}")
     entries = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base_dir)
     for i, entry in enumerate(entries):
+        entry[index_key] = i
         for field in fields:
             if not Path(entry[field]).exists():
                 raise FileNotFoundError(f"datalist {path}: {key}[{i}].{field} = {entry[field]} does not exist")

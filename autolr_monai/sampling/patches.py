@@ -1,8 +1,7 @@
-"""Training patches for the dual-path network: where to centre them, and how to cut both paths' inputs.
+"""Training patches for the dual-path network: cutting both paths' inputs around the drawn centres.
 
-``RandClassBalancedCentresd`` is Algorithm 2 (lines 5-6) with every error map equal to 1: for each patch, a class
-present in the image, then a voxel of that class, uniformly. ``RandDualPathPatchd`` cuts, around each centre,
-the full-resolution input, the low-resolution input and the label, under one random rotation and spacing jitter
+``RandDualPathPatchd`` cuts, around each centre drawn by ``RandErrorWeightedCentresd`` (``isample.py``), the
+full-resolution input, the low-resolution input and the label, under one random rotation and spacing jitter
 (section 4.1), reading the low-resolution input directly at low resolution from the cached box-smoothed image.
 """
 
@@ -18,49 +17,6 @@ from monai.data.utils import affine_to_spacing
 from monai.transforms import MapTransform, MultiSampleTrait, Randomizable
 
 IGNORE_LABEL = 255  # label value of patch voxels outside the volume: no ground truth there
-
-
-class RandClassBalancedCentresd(Randomizable, MapTransform):
-    """Draw ``num_samples`` patch centres: class uniform among the classes present, voxel uniform within it.
-
-    Reads the class-sorted voxel index written by ``ClassIndexd`` (``{prefix}_order``, ``{prefix}_offsets``) and
-    writes ``centres_key`` (``(num_samples, 3)`` int64 voxel coordinates) and ``classes_key`` (the drawn classes).
-    """
-
-    def __init__(
-        self,
-        label_key: str = "label",
-        num_samples: int = 1,
-        prefix: str = "class_index",
-        centres_key: str = "patch_centres",
-        classes_key: str = "patch_classes",
-    ) -> None:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        super().__init__([label_key])
-        self.label_key, self.num_samples, self.prefix = label_key, num_samples, prefix
-        self.centres_key, self.classes_key = centres_key, classes_key
-        self._classes = np.zeros(0, dtype=np.int64)
-        self._fractions = np.zeros(0)
-
-    def randomize(self, counts: np.ndarray) -> None:
-        present = np.flatnonzero(counts)
-        if present.size == 0:
-            raise ValueError("cannot draw patch centres from an empty label index")
-        self._classes = self.R.choice(present, size=self.num_samples)
-        self._fractions = self.R.random(self.num_samples)
-
-    def __call__(self, data: Mapping) -> dict:
-        d = dict(data)
-        offsets, order = d[f"{self.prefix}_offsets"], d[f"{self.prefix}_order"]
-        counts = np.diff(offsets)
-        self.randomize(counts)
-        picks = offsets[self._classes] + np.minimum((self._fractions * counts[self._classes]).astype(np.int64),
-                                                    counts[self._classes] - 1)  # fmt: skip
-        shape = tuple(d[self.label_key].shape[1:])
-        d[self.centres_key] = np.stack(np.unravel_index(order[picks], shape), axis=1).astype(np.int64)
-        d[self.classes_key] = self._classes.copy()
-        return d
 
 
 def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:

@@ -2,11 +2,10 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
-from scipy.stats import chisquare
 
-from autolr_monai.data import BoxSmoothd, ClassIndexd
+from autolr_monai.data import BoxSmoothd
 from autolr_monai.networks import DualPathResNet3D
-from autolr_monai.sampling import IGNORE_LABEL, RandClassBalancedCentresd, RandDualPathPatchd
+from autolr_monai.sampling import IGNORE_LABEL, RandDualPathPatchd
 from autolr_monai.sampling.patches import rotation_matrix
 
 SPACING = (1.0, 1.0, 1.5)
@@ -14,44 +13,6 @@ SPACING = (1.0, 1.0, 1.5)
 
 def _volume(array, spacing=SPACING):
     return MetaTensor(torch.as_tensor(array, dtype=torch.float32), affine=torch.diag(torch.tensor([*spacing, 1.0])))
-
-
-@pytest.fixture
-def sample():
-    """Label with classes 0 (most voxels), 1 (a block), 2 (a single voxel), 3 absent; image = random."""
-    label = np.zeros((1, 20, 22, 24))
-    label[0, 5:15, 5:15, 5:15] = 1
-    label[0, 17, 3, 20] = 2
-    torch.manual_seed(0)
-    d = {"image": _volume(torch.randn(1, 20, 22, 24)), "label": _volume(label)}
-    return ClassIndexd(num_classes=4)(BoxSmoothd()(d))
-
-
-def test_centres_are_class_balanced_over_present_classes(sample):
-    t = RandClassBalancedCentresd(num_samples=3000)
-    t.set_random_state(0)
-    d = t(sample)
-    centres, classes = d["patch_centres"], d["patch_classes"]
-    label = sample["label"][0].numpy()
-    assert (label[tuple(centres.T)] == classes).all()  # each centre has its class
-    counts = np.bincount(classes, minlength=4)
-    assert counts[3] == 0
-    assert chisquare(counts[:3]).pvalue > 0.001  # uniform over the three present classes
-    assert (centres[classes == 2] == [17, 3, 20]).all()
-    inside = centres[classes == 1]
-    assert chisquare(np.bincount(inside[:, 0] - 5, minlength=10)).pvalue > 0.001  # uniform within the class
-
-
-def test_centres_are_reproducible(sample):
-    a, b = RandClassBalancedCentresd(num_samples=5), RandClassBalancedCentresd(num_samples=5)
-    a.set_random_state(7)
-    b.set_random_state(7)
-    assert np.array_equal(a(sample)["patch_centres"], b(sample)["patch_centres"])
-
-
-def test_invalid_num_samples():
-    with pytest.raises(ValueError, match="num_samples"):
-        RandClassBalancedCentresd(num_samples=0)
 
 
 def test_unaugmented_patches_equal_the_network_inputs_of_a_crop():
