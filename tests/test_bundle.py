@@ -84,7 +84,7 @@ def test_isample_off_keeps_class_balanced_sampling(tiny_datalist, tmp_path):
         config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")],
         workflow_type="train",
         **{**TINY, "max_epochs": 1, "batches_per_epoch": 2, "num_workers": 0, "datalist": tiny_datalist,
-           "run_dir": str(tmp_path), "isample#enabled": False},  # fmt: skip
+           "run_dir": str(tmp_path), "isample#enabled": "false"},  # as the command line delivers it  # fmt: skip
     )
     workflow.initialize()
     workflow.run()
