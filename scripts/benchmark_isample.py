@@ -20,22 +20,20 @@ import os
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import fire
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import RandWeightedCropd
 from monai.utils import set_determinism
 
 from autolr_monai.data import ClassIndexd
 from autolr_monai.sampling import ErrorMapRefresher, ErrorMapStore, RandErrorWeightedCentresd, accepted_mass
+from benchmark_training import bundle_parser  # scripts/ is on the path when run as a script
 
 SHAPE = (256, 256, 200)
 NUM_CLASSES = 21
-CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 
 
 def label_map(rng: np.random.Generator) -> np.ndarray:
@@ -95,15 +93,7 @@ def draw_rates(seconds: float) -> list[dict]:
 
 def refresh_seconds(setup: str) -> dict:
     """Time of one error-map refresh of the first training phantom for a bundle setup."""
-    files = [CONFIGS / "train.json"] + ([CONFIGS / "demo.json"] if setup == "demo" else [])
-    parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    overrides = {"bundle_root": str(CONFIGS.parent), "num_workers": 0, "device": "$torch.device('cpu')",
-                 "amp": False, "run_dir": tempfile.mkdtemp()}  # fmt: skip
-    if setup == "paper":
-        overrides |= {"dataset_dir": "$os.path.join(@bundle_root, 'data', 'phantoms-bench')",
-                      "phantom": {"n_cases": 3, "seed": 0}}  # fmt: skip
-    parser.update(overrides)
+    parser = bundle_parser(setup, num_workers=0, run_dir=tempfile.mkdtemp())
     dataset = parser.get_parsed_content("train#dataset")
     refresher: ErrorMapRefresher = parser.get_parsed_content("train#isample_handlers")[0]
     refresher.network.eval()

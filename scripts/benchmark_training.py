@@ -33,17 +33,18 @@ SETUPS = {
 }
 
 
-def _parser(setup: str, num_workers: int) -> ConfigParser:
-    files, overrides = SETUPS[setup]
+def bundle_parser(setup: str, **overrides) -> ConfigParser:
+    """The bundle's configs for a setup ("demo" or "paper"), on the CPU, with ``overrides``."""
+    files, setup_overrides = SETUPS[setup]
     parser = ConfigParser()
     parser.read_config([str(f) for f in files])
-    parser.update({"bundle_root": str(CONFIGS.parent), "num_workers": num_workers, "device": "$torch.device('cpu')",
-                   "amp": False, **overrides})  # fmt: skip
+    parser.update({"bundle_root": str(CONFIGS.parent), "device": "$torch.device('cpu')", "amp": False,
+                   **setup_overrides, **overrides})  # fmt: skip
     return parser
 
 
 def measure(setup: str, num_workers: int, batches: int, steps: int) -> dict:
-    parser = _parser(setup, num_workers)
+    parser = bundle_parser(setup, num_workers=num_workers)
     start = time.perf_counter()
     loader = parser.get_parsed_content("train#dataloader")
     cache_s = time.perf_counter() - start
