@@ -14,3 +14,23 @@ def flag(value: object, name: str) -> bool:
     if text in _TRUE | _FALSE:
         return text in _TRUE
     raise ValueError(f"config value {name} must be true or false, got {value!r}")
+
+
+def current_parser():
+    """The ``monai.bundle.ConfigParser`` evaluating the calling config expression.
+
+    MONAI configs cannot refer to their own parser; AutoLR needs it to instantiate one copy of the run's components
+    per population member (``autolr_monai.autolr.members_from_config``). Found up the call stack, like
+    ``autolr_monai.paths.bundle_root``.
+    """
+    import inspect
+
+    from monai.bundle import ConfigParser
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, ConfigParser):
+            return owner
+        frame = frame.f_back
+    raise RuntimeError("current_parser() must be called from an expression of a MONAI bundle config")

@@ -1,5 +1,23 @@
-"""Learning-rate control: the step schedules of section 4.1 (AutoLR, Algorithm 1, builds on them)."""
+"""Learning-rate control: AutoLR (Algorithm 1) and the step schedules of section 4.1 it is compared with."""
 
+from .bundle import member_run_dir, members_from_config
+from .history import AutoLRHistory, plot_history
+from .population import AutoLR, AutoLREvents, Member
 from .schedules import step_decay_milestones, warmup_milestones
+from .selection import AutoLRSchedule, PopulationDivergedError, best_score, select_winner
 
-__all__ = ["step_decay_milestones", "warmup_milestones"]
+__all__ = [
+    "AutoLR",
+    "AutoLREvents",
+    "AutoLRHistory",
+    "AutoLRSchedule",
+    "Member",
+    "PopulationDivergedError",
+    "best_score",
+    "member_run_dir",
+    "members_from_config",
+    "plot_history",
+    "select_winner",
+    "step_decay_milestones",
+    "warmup_milestones",
+]

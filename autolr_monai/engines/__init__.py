@@ -2,5 +2,6 @@
 
 from .handlers import EpochSummary
 from .losses import PatchCrossEntropyLoss
+from .metrics import LocalMeanDice
 
-__all__ = ["EpochSummary", "PatchCrossEntropyLoss"]
+__all__ = ["EpochSummary", "LocalMeanDice", "PatchCrossEntropyLoss"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from ignite.engine import Engine, Events
 
 
@@ -27,7 +28,8 @@ class EpochSummary:
     def _accumulate(self, engine: Engine) -> None:
         output = engine.state.output
         item = output[0] if isinstance(output, list) else output
-        self._sum += float(item[self.loss_key])
+        loss = item[self.loss_key]
+        self._sum += float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         self._count += 1
 
     def _write(self, engine: Engine) -> None:

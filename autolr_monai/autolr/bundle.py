@@ -1,0 +1,62 @@
+"""Build the runs of an AutoLR population from a MONAI bundle config.
+
+The config declares *one* run (``network``, ``optimizer``, ``train#trainer``, ``validate#evaluator``, ...). Each
+member is a fresh instantiation of that declaration from a copy of the config, with ``member`` set to its index
+(its random streams are seeded from it), its own ``run_dir`` (``<run_dir>/members/run_<i>``: logs, error maps) and
+the config's ``member_overrides``. Components listed in ``shared`` (read-only ones, such as the cached validation
+volumes) are instantiated once and given to every member.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+
+import ignite.distributed as idist
+from monai.bundle import ConfigParser
+
+from .population import Member
+
+
+def member_run_dir(run_dir: str, index: int) -> str:
+    return os.path.join(run_dir, "members", f"run_{index}")
+
+
+def members_from_config(
+    parser: ConfigParser,
+    runs: int,
+    shared: Sequence[str] = (),
+    overrides_id: str | None = None,
+) -> list[Member]:
+    """This process's members (run ``i`` belongs to process ``i % world_size``) of a ``runs``-member population.
+
+    ``overrides_id`` names the config entry of ``{id: value}`` overrides for every member, taken unresolved (so a
+    value such as ``"@validate#log_handlers"`` refers to the member's own components).
+    """
+    world, rank = idist.get_world_size(), idist.get_rank()
+    if runs < 1:
+        raise ValueError(f"autolr#runs must be >= 1, got {runs}")
+    if world > runs:
+        raise ValueError(f"{world} processes for {runs} AutoLR runs: start at most one process per run")
+    raw = copy.deepcopy(parser.get())
+    overrides = dict(parser.get(overrides_id, {}) or {}) if overrides_id else {}
+    run_dir = parser.get_parsed_content("run_dir")
+    common = {name: parser.get_parsed_content(name) for name in shared}
+    members = []
+    for index in range(rank, runs, world):
+        member = ConfigParser(copy.deepcopy(raw))
+        member.update({"member": index, "run_dir": member_run_dir(run_dir, index), **overrides})
+        for name, obj in common.items():
+            member[name] = obj
+        members.append(
+            Member(
+                index=index,
+                trainer=member.get_parsed_content("train#trainer"),
+                evaluator=member.get_parsed_content("validate#evaluator"),
+                swapped=member.get_parsed_content("autolr#swap"),
+                generator=member.get_parsed_content("train#generator"),
+                dataset=member.get_parsed_content("train#dataset"),
+            )
+        )
+    return members

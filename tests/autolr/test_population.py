@@ -1,0 +1,130 @@
+"""AutoLR driving three MONAI trainers built from the bundle: lockstep, swaps, divergence, R = 1, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from autolr_monai.autolr import AutoLREvents, AutoLRSchedule
+from tests.autolr.conftest import TINY_AUTOLR, run_autolr
+
+
+def _lrs(history: list[dict], epoch: int) -> list[float]:
+    return [row["lr"] for row in history if row["epoch"] == epoch]
+
+
+def test_runs_advance_in_lockstep_and_follow_algorithm_1(trained):
+    _, autolr, _ = trained
+    assert [m.trainer.state.epoch for m in autolr.members] == [4, 4, 4]
+    assert [(row["epoch"], row["run"]) for row in autolr.history] == [(e, r) for e in range(1, 5) for r in range(3)]
+    # replaying the recorded validation scores through the bare rule gives the engine's winners and rates
+    scores = [[row["val_dice"] for row in autolr.history if row["epoch"] == e] for e in range(1, 5)]
+    replay = AutoLRSchedule([0.05, 0.01, 0.005], [2.0, 1.0, 0.5], period=2, epoch_length=TINY_AUTOLR["batches_per_epoch"],
+                            warmup_epochs=1)  # fmt: skip
+    rows = replay.simulate_values(4, scores)
+    assert [p["winner"] for p in autolr.periods] == replay.winners
+    for epoch in range(1, 5):
+        assert _lrs(autolr.history, epoch) == pytest.approx([lr for e, _, lr, _ in rows if e == epoch - 1])
+    assert _lrs(autolr.history, 1) == pytest.approx([0.05, 0.01, 0.005])  # after the 1-epoch warm-up
+    star = autolr.periods[0]["star"]["lr"]
+    assert _lrs(autolr.history, 3) == pytest.approx([2 * star, star, star / 2])
+
+
+def test_history_files_figure_and_best_model_are_written(trained):
+    workflow, autolr, run_dir = trained
+    record = json.loads((run_dir / "autolr_history.json").read_text())
+    assert len(record["epochs"]) == 12 and [p["epoch"] for p in record["periods"]] == [2, 4]
+    csv_lines = (run_dir / "autolr_history.csv").read_text().splitlines()
+    assert csv_lines[0].split(",") == ["epoch", "run", "lr", "train_loss", "val_dice", "diverged", "period_winner"]
+    assert len(csv_lines) == 13 and csv_lines[4].endswith(f",{record['periods'][0]['winner']}")
+    png = (run_dir / "autolr.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    assert any((run_dir / "tensorboard").iterdir())
+    best = max((row["val_dice"], -row["run"]) for row in autolr.history)
+    assert autolr.best["score"] == best[0] and autolr.best["run"] == -best[1]
+    network = workflow.parser.get_parsed_content("network_def", instantiate=True)
+    network.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))  # where inference looks for it
+    final = torch.load(run_dir / "checkpoints" / "checkpoint_final.pt", weights_only=True)
+    assert {"engine", "schedule", "members", "history", "periods"} <= set(final) and len(final["members"]) == 3
+    assert {"model", "optimizer", "error_maps"} == set(final["members"][0]["swapped"])
+
+
+def test_swap_copies_weights_buffers_momentum_and_maps_but_not_rates_or_random_state(trained):
+    _, autolr, _ = trained  # the run ended on a period boundary, so the winner's state was just copied
+    states = [m.trainer.network.state_dict() for m in autolr.members]
+    assert any("running_mean" in k for k in states[0])
+    for state in states[1:]:
+        assert all(torch.equal(state[k], states[0][k]) for k in states[0])
+    momenta = [[m.optimizer.state[p]["momentum_buffer"] for p in m.trainer.network.parameters()] for m in autolr.members]
+    for other in momenta[1:]:
+        assert all(torch.equal(a, b) and a.data_ptr() != b.data_ptr() for a, b in zip(momenta[0], other))
+    # the pitfall: loading the winner's optimizer state loads its lr; every run keeps its own
+    # (the first step of each run's warm-up from its own previous rate to eta* x lambda_i)
+    rates = [m.optimizer.param_groups[0]["lr"] for m in autolr.members]
+    assert rates == [autolr.schedule.lr(m.index, m.trainer.state.iteration) for m in autolr.members]
+    assert len(set(rates)) == 3
+    for m in autolr.members:
+        assert m.optimizer.param_groups[-1]["weight_decay"] == 0.0  # the classifier group keeps no weight decay
+    maps = [np.asarray(m.swapped["error_maps"].map(0)) for m in autolr.members]
+    assert maps[0].mean() < 1.0 and all(np.array_equal(maps[0], other) for other in maps[1:])
+    assert len({bytes(m.generator.get_state().numpy()) for m in autolr.members}) == 3
+    # copies, not shared tensors: stepping one run leaves the others alone
+    first, second = autolr.members[0], autolr.members[1]
+    before = [p.detach().clone() for p in second.trainer.network.parameters()]
+    for p in first.trainer.network.parameters():
+        p.grad = torch.ones_like(p)
+    first.optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, second.trainer.network.parameters()))
+    assert not torch.equal(momenta[0][0], momenta[1][0])
+
+
+def test_a_diverging_run_cannot_win_and_is_respawned_from_the_winner(autolr_datalist, tmp_path):
+    events = []
+    record = lambda autolr: autolr.add_event_handler(AutoLREvents.RUN_DIVERGED, lambda e: events.append(e.state.iteration))  # noqa: E731
+    workflow = run_autolr(autolr_datalist, tmp_path, record, **{"autolr#initial_lrs": [1e5, 0.01, 0.005]})
+    autolr = workflow.parser.get_parsed_content("autolr#engine")
+    first = autolr.periods[0]
+    assert first["diverged"][0] and first["winner"] != 0
+    rows = [row for row in autolr.history if row["run"] == 0 and row["epoch"] <= 2]
+    assert rows[0]["diverged"] and all(math.isnan(row["val_dice"]) for row in rows)
+    # respawned: period 2 trains run 0 again from the winner's weights at eta* x 2, with a finite loss
+    later = [row for row in autolr.history if row["run"] == 0 and row["epoch"] > 2]
+    assert all(math.isfinite(row["train_loss"]) and not row["diverged"] for row in later)
+    # it warms up from eta* (its own rate, 1e5, diverged), not from its previous rate
+    assert [row["lr"] for row in later] == pytest.approx([2 * first["star"]["lr"]] * 2)
+    assert all(torch.isfinite(p).all() for p in autolr.members[0].trainer.network.parameters())
+    assert events == [1]  # fired once, during the population's first epoch
+    assert [m.trainer.state.epoch for m in autolr.members] == [4, 4, 4]
+
+
+def test_a_single_run_population_trains_at_its_own_factor(autolr_datalist, tmp_path):
+    workflow = run_autolr(autolr_datalist, tmp_path, **{"autolr#runs": 1, "autolr#initial_lrs": [0.02],
+                                                        "autolr#factors": [0.5]})  # fmt: skip
+    autolr = workflow.parser.get_parsed_content("autolr#engine")
+    assert [p["winner"] for p in autolr.periods] == [0, 0]
+    assert [row["lr"] for row in autolr.history] == pytest.approx([0.02, 0.02, 0.01, 0.01])
+
+
+def test_autolr_with_isample_off_swaps_no_error_maps(autolr_datalist, tmp_path):
+    workflow = run_autolr(autolr_datalist, tmp_path, **{"isample#enabled": "false", "max_epochs": 2})
+    autolr = workflow.parser.get_parsed_content("autolr#engine")
+    assert set(autolr.members[0].swapped) == {"model", "optimizer"} and len(autolr.periods) == 1
+
+
+def test_resume_mid_period_gives_the_uninterrupted_trajectory(trained, autolr_datalist, tmp_path):
+    _, uninterrupted, run_dir = trained
+    mid_period = sorted((run_dir / "checkpoints").glob("*=3.pt"))  # saved after epoch 3 of 4 (period 2 = 3..4)
+    assert len(mid_period) == 1, sorted((run_dir / "checkpoints").iterdir())
+    workflow = run_autolr(autolr_datalist, tmp_path, **{"autolr#resume_from": str(mid_period[0])})
+    resumed = workflow.parser.get_parsed_content("autolr#engine")
+    assert [m.trainer.state.epoch for m in resumed.members] == [4, 4, 4]
+    assert resumed.history == uninterrupted.history  # same lr, loss and Dice, to the last bit
+    assert [p["winner"] for p in resumed.periods] == [p["winner"] for p in uninterrupted.periods]
+    final = torch.load(run_dir / "checkpoints" / "checkpoint_final.pt", weights_only=True)["members"]
+    for member, saved in zip(resumed.members, final):
+        weights = member.trainer.network.state_dict()
+        assert all(torch.equal(weights[k], saved["swapped"]["model"][k]) for k in weights)
