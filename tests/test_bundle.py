@@ -47,21 +47,25 @@ def test_bundle_cli_runs_training_from_another_directory(tiny_datalist, tmp_path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert (run_dir / "model.pt").is_file()  # best validation checkpoint
+    assert (run_dir / "model.pt").is_file()  # best validation checkpoint of the population
     assert (run_dir / "checkpoints" / "checkpoint_final.pt").is_file()
+    assert (run_dir / "autolr_history.csv").is_file() and (run_dir / "autolr.png").is_file()
     assert any((run_dir / "tensorboard").iterdir())
     final = torch.load(run_dir / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert {"model", "optimizer", "lr_scheduler", "trainer", "error_maps"} <= set(final)
-    # isample is on by default: after one epoch the training case's map was refreshed
-    maps = sorted((run_dir / "error_maps").glob("case_*.npy"))
-    assert len(maps) == 1 and np.load(maps[0]).mean() < 1.0
-    assert np.load(run_dir / "error_maps" / "versions.npy").tolist() == [1]  # n_cases=2, capped at the 1 case
+    assert len(final["members"]) == 3  # AutoLR with the paper's 3 runs is the default
+    assert {"model", "optimizer", "error_maps"} == set(final["members"][0]["swapped"])
+    # isample is on by default: after one epoch each run's map of the training case was refreshed
+    for run in range(3):
+        maps = sorted((run_dir / "members" / f"run_{run}" / "error_maps").glob("case_*.npy"))
+        assert len(maps) == 1 and np.load(maps[0]).mean() < 1.0
     assert "isample: refreshed error maps" in result.stdout
+    assert "AutoLR: new best validation score" in result.stdout
 
 
-def test_short_training_run_lowers_the_loss(tiny_datalist, tmp_path):
+def test_single_run_with_the_step_schedule_lowers_the_loss(tiny_datalist, tmp_path):
+    """'Sched A' (the sched_a.json overlay: one run, step schedule) stays runnable next to AutoLR."""
     workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")],
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json"), str(CONFIGS / "sched_a.json")],
         workflow_type="train",
         **{**TINY, "num_workers": 0, "datalist": tiny_datalist, "run_dir": str(tmp_path)},
     )
@@ -77,11 +81,14 @@ def test_short_training_run_lowers_the_loss(tiny_datalist, tmp_path):
     assert [h["lr"] for h in history] == pytest.approx([0.05, 0.05, 0.05, 0.05, 0.005, 0.005])
     evaluator = workflow.parser.get_parsed_content("validate#evaluator")
     assert 0.0 <= evaluator.state.best_metric <= 1.0 and evaluator.state.best_metric_epoch >= 1
+    final = torch.load(tmp_path / "checkpoints" / "checkpoint_final.pt", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "error_maps"} <= set(final)
+    assert (tmp_path / "model.pt").is_file() and not (tmp_path / "members").exists()
 
 
 def test_isample_off_keeps_class_balanced_sampling(tiny_datalist, tmp_path):
     workflow = ConfigWorkflow(
-        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json")],
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json"), str(CONFIGS / "sched_b.json")],
         workflow_type="train",
         **{**TINY, "max_epochs": 1, "batches_per_epoch": 2, "num_workers": 0, "datalist": tiny_datalist,
            "run_dir": str(tmp_path), "isample#enabled": "false"},  # as the command line delivers it  # fmt: skip
