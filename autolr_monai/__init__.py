@@ -4,4 +4,4 @@ Subpackages: ``networks`` (imports nothing else from the project), ``data``, ``s
 ``autolr`` (learning-rate control), ``engines``.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

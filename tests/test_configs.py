@@ -42,6 +42,27 @@ def test_schedule_overlays(overlay, eta0):
     scheduler = parser.get_parsed_content("lr_scheduler")
     assert max(scheduler.values) == pytest.approx(eta0)
     assert parser["lr_schedule"]["gamma"] == 400 and parser["lr_schedule"]["factor"] == 0.1
+    assert parser.get("training").replace("::", "#") == "@train#run"  # one run with the step schedule
+
+
+def test_autolr_is_the_default_with_the_papers_population():
+    parser = _parser()
+    assert parser.get("training").replace("::", "#") == "@autolr#run"
+    schedule = parser.get_parsed_content("autolr#schedule")
+    assert schedule.runs == 3 and schedule.current["lr"] == [0.05, 0.01, 0.005]
+    assert schedule.factors["lr"] == [2.0, 1.0, 0.5] and schedule.period == 50
+    assert schedule.warmup_iterations == 10 * 100
+    assert parser.get_parsed_content("validate#key_metric#val_mean_dice").__class__.__name__ == "LocalMeanDice"
+    # members override the step-schedule handler and the single run's best-model saver
+    assert parser["autolr"]["member_overrides"] == {"train#schedule_handlers": [], "validate#checkpoint_handlers": []}
+
+
+def test_multi_gpu_overlay_initialises_ignite_distributed_and_keeps_autolr():
+    parser = _parser("multi_gpu_train.json")
+    assert parser.get("training").replace("::", "#") == "@autolr#run"
+    assert any("ignite.distributed.initialize(@backend)" in line for line in parser["initialize"])
+    assert parser["finalize"] == ["$ignite.distributed.finalize()"]
+    assert parser.get_parsed_content("backend") == ("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def test_bundle_root_outside_a_workflow_is_the_source_bundle():

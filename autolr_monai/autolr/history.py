@@ -88,12 +88,16 @@ def plot_history(record: Mapping | str, path: str, title: str | None = None) -> 
         for ax, (key, _) in zip(axes, panels):
             ax.plot(epochs, [r[key] for r in rows], color=colors[run % len(colors)], lw=1.2,
                     label=f"run {run} (lambda = {factors[run]:g})")  # fmt: skip
+    start = 0
     for p in record["periods"]:
         for ax in axes:
             ax.axvline(p["epoch"], color="0.6", ls="--", lw=0.8)
-        best = p["best_scores"][p["winner"]]
-        if best is not None and math.isfinite(best):
-            axes[0].plot([p["epoch"]], [best], marker="*", ms=12, color=colors[p["winner"] % len(colors)], mec="k")
+        scores = [(r["val_dice"], r["epoch"]) for r in record["epochs"]
+                  if r["run"] == p["winner"] and start < r["epoch"] <= p["epoch"] and math.isfinite(r["val_dice"])]  # fmt: skip
+        if scores:
+            best, epoch = max(scores)
+            axes[0].plot([epoch], [best], marker="*", ms=12, color=colors[p["winner"] % len(colors)], mec="k")
+        start = p["epoch"]
     for ax, (key, label) in zip(axes, panels):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

@@ -164,7 +164,7 @@ class Member:
         ``num_workers=0``; DataLoader workers are reseeded from the generator on resume."""
         transforms = []
         for t in _randomizable(self.dataset):
-            name, keys, pos, has_gauss, gauss = t.R.get_state()
+            _, keys, pos, has_gauss, gauss = t.R.get_state()
             transforms.append({"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                                "has_gauss": int(has_gauss), "gauss": float(gauss)})  # fmt: skip
         generator = self.generator.get_state() if self.generator is not None else None
@@ -250,6 +250,9 @@ class AutoLR(Engine):
             raise ValueError(f"AutoLR has {schedule.runs} runs but {self.world_size} processes: use at most one "
                              "process per run (runs are assigned to processes round-robin)")  # fmt: skip
         self.members = list(members)
+        if self.world_size == 1 and len(self.members) != schedule.runs:
+            raise ValueError(f"{len(self.members)} runs were built (autolr#runs) but the schedule has {schedule.runs} "
+                             "(one per entry of autolr#initial_lrs and autolr#factors)")  # fmt: skip
         expected = list(range(self.rank, schedule.runs, self.world_size))
         if [m.index for m in self.members] != expected:
             raise ValueError(f"process {self.rank} of {self.world_size} must hold runs {expected}, got "
@@ -297,7 +300,7 @@ class AutoLR(Engine):
             table = torch.stack([gathered[self._owner(r), r] for r in range(self.schedule.runs)])
         return table.tolist()
 
-    def _spread(self, source: int) -> None:
+    def spread(self, source: int) -> None:
         """Copy run ``source``'s swap state to every other run, then re-apply every run's own hyperparameters."""
         member = self._member(source)
         state = self._broadcast(member.swap_state() if member is not None else None, self._owner(source))
@@ -313,7 +316,7 @@ class AutoLR(Engine):
         if not self._common_start:  # all runs start from run 0's initial weights (and state)
             self._common_start = True
             if epoch == 1:
-                self._spread(0)
+                self.spread(0)
         local = {}
         for m in self.members:
             if self._period_diverged[m.index]:  # idle until the swap respawns it
@@ -355,7 +358,7 @@ class AutoLR(Engine):
         scores = self._period_scores
         winner = select_winner(scores, self.schedule.factors["lr"], self._period_diverged)
         star = self.schedule.spawn(winner, epoch * self.schedule.epoch_length, self._period_diverged)
-        self._spread(winner)
+        self.spread(winner)
         for m in self.members:  # a run that diverged idled: it rejoins at the common epoch
             if self._period_diverged[m.index]:
                 m.trainer.state.epoch, m.trainer.state.iteration = epoch, epoch * self.schedule.epoch_length
