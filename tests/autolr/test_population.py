@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from autolr_monai.autolr import AutoLREvents, AutoLRSchedule
 from tests.autolr.conftest import TINY_AUTOLR, run_autolr
@@ -43,7 +44,11 @@ def test_history_files_figure_and_best_model_are_written(trained):
     assert len(csv_lines) == 13 and csv_lines[4].endswith(f",{record['periods'][0]['winner']}")
     png = (run_dir / "autolr.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    assert any((run_dir / "tensorboard").iterdir())
+    tensorboard = EventAccumulator(str(run_dir / "tensorboard"))
+    tensorboard.Reload()
+    tags = set(tensorboard.Tags()["scalars"])
+    assert {f"autolr/{q}/run_{i}" for q in ("val_dice", "lr", "train_loss") for i in range(3)} <= tags
+    assert [e.value for e in tensorboard.Scalars("autolr/winner")] == [p["winner"] for p in record["periods"]]
     best = max((row["val_dice"], -row["run"]) for row in autolr.history)
     assert autolr.best["score"] == best[0] and autolr.best["run"] == -best[1]
     network = workflow.parser.get_parsed_content("network_def", instantiate=True)
@@ -84,7 +89,11 @@ def test_swap_copies_weights_buffers_momentum_and_maps_but_not_rates_or_random_s
 
 def test_a_diverging_run_cannot_win_and_is_respawned_from_the_winner(autolr_datalist, tmp_path):
     events = []
-    record = lambda autolr: autolr.add_event_handler(AutoLREvents.RUN_DIVERGED, lambda e: events.append(e.state.iteration))  # noqa: E731
+
+    def record(autolr):
+        autolr.add_event_handler(AutoLREvents.RUN_DIVERGED, lambda e: events.append(("diverged", e.state.iteration)))
+        autolr.add_event_handler(AutoLREvents.PERIOD_COMPLETED, lambda e: events.append(("period", e.periods[-1]["epoch"])))
+
     workflow = run_autolr(autolr_datalist, tmp_path, record, **{"autolr#initial_lrs": [1e5, 0.01, 0.005]})
     autolr = workflow.parser.get_parsed_content("autolr#engine")
     first = autolr.periods[0]
@@ -97,7 +106,8 @@ def test_a_diverging_run_cannot_win_and_is_respawned_from_the_winner(autolr_data
     # it warms up from eta* (its own rate, 1e5, diverged), not from its previous rate
     assert [row["lr"] for row in later] == pytest.approx([2 * first["star"]["lr"]] * 2)
     assert all(torch.isfinite(p).all() for p in autolr.members[0].trainer.network.parameters())
-    assert events == [1]  # fired once, during the population's first epoch
+    # RUN_DIVERGED once, during the population's first epoch; PERIOD_COMPLETED after each swap
+    assert events == [("diverged", 1), ("period", 2), ("period", 4)]
     assert [m.trainer.state.epoch for m in autolr.members] == [4, 4, 4]
 
 
