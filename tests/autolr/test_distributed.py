@@ -1,4 +1,5 @@
-"""The population across processes: `torchrun --nproc_per_node=3` with gloo gives the in-process trajectory."""
+"""The population across processes: `torchrun` with gloo, one or two runs per process, gives the in-process
+trajectory."""
 
 from __future__ import annotations
 
@@ -31,18 +32,23 @@ def _train(prefix: list[str], files: list[str], run_dir: Path, datalist: str) ->
     return json.loads((run_dir / "autolr_history.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def in_process(autolr_datalist, tmp_path_factory) -> dict:
+    return _train([sys.executable], ["train.json", "demo.json"], tmp_path_factory.mktemp("single") / "run", autolr_datalist)
+
+
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun (installed with torch) not found")
-def test_three_gloo_processes_give_the_in_process_winners_rates_and_scores(autolr_datalist, tmp_path):
-    files = ["train.json", "demo.json"]
-    distributed = _train([TORCHRUN, "--nproc_per_node=3", "--master_port=29533"], files + ["multi_gpu_train.json"],
+@pytest.mark.parametrize("processes", [3, 2])  # 2: process 0 holds runs 0 and 2, process 1 holds run 1
+def test_gloo_processes_give_the_in_process_winners_rates_and_scores(processes, in_process, autolr_datalist, tmp_path):
+    files = ["train.json", "demo.json", "multi_gpu_train.json"]
+    distributed = _train([TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={29530 + processes}"], files,
                          tmp_path / "gloo", autolr_datalist)  # fmt: skip
-    in_process = _train([sys.executable], files, tmp_path / "single", autolr_datalist)
     assert [p["winner"] for p in distributed["periods"]] == [p["winner"] for p in in_process["periods"]]
     assert [p["next"] for p in distributed["periods"]] == [p["next"] for p in in_process["periods"]]
     assert [r["lr"] for r in distributed["epochs"]] == [r["lr"] for r in in_process["epochs"]]
-    # each process scored its own run on the whole validation set (no sharding, no Dice averaged across ranks)
+    # each process scored its own runs on the whole validation set (no sharding, no Dice averaged across ranks)
     assert [r["val_dice"] for r in distributed["epochs"]] == pytest.approx([r["val_dice"] for r in in_process["epochs"]])
     assert len({r["val_dice"] for r in distributed["epochs"] if r["epoch"] == 1}) == 3
-    for i in range(3):  # every process wrote its own run's logs; process 0 wrote the population's files
+    for i in range(3):  # every process wrote its own runs' folders; process 0 wrote the population's files
         assert (tmp_path / "gloo" / "members" / f"run_{i}" / "error_maps").is_dir()
     assert (tmp_path / "gloo" / "model.pt").is_file() and (tmp_path / "gloo" / "autolr.png").is_file()

@@ -138,3 +138,26 @@ def test_resume_mid_period_gives_the_uninterrupted_trajectory(trained, autolr_da
     for member, saved in zip(resumed.members, final):
         weights = member.trainer.network.state_dict()
         assert all(torch.equal(weights[k], saved["swapped"]["model"][k]) for k in weights)
+
+
+def _chain(error: BaseException) -> str:
+    """Messages of an exception and its causes (MONAI wraps errors raised in config expressions)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__
+    return " | ".join(messages)
+
+
+def test_validation_less_often_than_every_epoch_is_refused_with_the_setting_named(autolr_datalist, tmp_path):
+    with pytest.raises(RuntimeError) as error:
+        run_autolr(autolr_datalist, tmp_path, **{"val_interval": 2, "max_epochs": 2})
+    assert "needs a validation score every epoch (set val_interval to 1)" in _chain(error.value)
+
+
+def test_a_checkpoint_of_another_population_size_is_refused(trained, autolr_datalist, tmp_path):
+    _, _, run_dir = trained
+    with pytest.raises(RuntimeError) as error:
+        run_autolr(autolr_datalist, tmp_path, **{"autolr#initial_lrs": [0.05, 0.01], "autolr#factors": [2.0, 1.0],
+                                                 "autolr#resume_from": str(run_dir / "checkpoints" / "checkpoint_final.pt")})  # fmt: skip
+    assert "AutoLR checkpoint has 3 runs, this population has 2" in _chain(error.value)
