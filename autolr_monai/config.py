@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
@@ -16,21 +18,26 @@ def flag(value: object, name: str) -> bool:
     raise ValueError(f"config value {name} must be true or false, got {value!r}")
 
 
-def current_parser():
-    """The ``monai.bundle.ConfigParser`` evaluating the calling config expression.
+def caller_instance(cls: type):
+    """The nearest ``self`` up the call stack that is an instance of ``cls``, or None.
 
-    MONAI configs cannot refer to their own parser; AutoLR needs it to instantiate one copy of the run's components
-    per population member (``autolr_monai.autolr.members_from_config``). Found up the call stack, like
-    ``autolr_monai.paths.bundle_root``.
+    MONAI configs cannot refer to the parser or workflow evaluating them; the helpers that need one find it here.
     """
-    import inspect
-
-    from monai.bundle import ConfigParser
-
     frame = inspect.currentframe()
     while frame is not None:
         owner = frame.f_locals.get("self")
-        if isinstance(owner, ConfigParser):
+        if isinstance(owner, cls):
             return owner
         frame = frame.f_back
-    raise RuntimeError("current_parser() must be called from an expression of a MONAI bundle config")
+    return None
+
+
+def current_parser():
+    """The ``monai.bundle.ConfigParser`` evaluating the calling config expression: AutoLR needs it to instantiate
+    one copy of the run's components per population member (``autolr_monai.autolr.members_from_config``)."""
+    from monai.bundle import ConfigParser
+
+    parser = caller_instance(ConfigParser)
+    if parser is None:
+        raise RuntimeError("current_parser() must be called from an expression of a MONAI bundle config")
+    return parser

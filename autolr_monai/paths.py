@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
+
+from .config import caller_instance
 
 
 def bundle_root() -> str:
@@ -15,12 +16,9 @@ def bundle_root() -> str:
     """
     from monai.bundle.workflows import ConfigWorkflow
 
-    frame = inspect.currentframe()
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, ConfigWorkflow):
-            root = Path(owner.config_root_path).resolve()
-            return str(root.parent if root.name == "configs" else root)
-        frame = frame.f_back
+    workflow = caller_instance(ConfigWorkflow)
+    if workflow is not None:
+        root = Path(workflow.config_root_path).resolve()
+        return str(root.parent if root.name == "configs" else root)
     packaged = Path(__file__).resolve().parents[1] / "bundle"
     return str(packaged if (packaged / "configs").is_dir() else Path.cwd())

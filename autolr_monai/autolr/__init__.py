@@ -1,6 +1,6 @@
 """Learning-rate control: AutoLR (Algorithm 1) and the step schedules of section 4.1 it is compared with."""
 
-from .bundle import member_run_dir, members_from_config
+from .bundle import members_from_config
 from .history import AutoLRHistory, plot_history
 from .population import AutoLR, AutoLREvents, Member
 from .schedules import step_decay_milestones, warmup_milestones
@@ -14,7 +14,6 @@ __all__ = [
     "Member",
     "PopulationDivergedError",
     "best_score",
-    "member_run_dir",
     "members_from_config",
     "plot_history",
     "select_winner",

@@ -13,14 +13,9 @@ import copy
 import os
 from collections.abc import Sequence
 
-import ignite.distributed as idist
 from monai.bundle import ConfigParser
 
-from .population import Member
-
-
-def member_run_dir(run_dir: str, index: int) -> str:
-    return os.path.join(run_dir, "members", f"run_{index}")
+from .population import Member, local_runs
 
 
 def members_from_config(
@@ -34,19 +29,15 @@ def members_from_config(
     ``overrides_id`` names the config entry of ``{id: value}`` overrides for every member, taken unresolved (so a
     value such as ``"@validate#log_handlers"`` refers to the member's own components).
     """
-    world, rank = idist.get_world_size(), idist.get_rank()
-    if runs < 1:
-        raise ValueError(f"autolr#runs must be >= 1, got {runs}")
-    if world > runs:
-        raise ValueError(f"{world} processes for {runs} AutoLR runs: start at most one process per run")
+    indices = local_runs(runs)
     raw = copy.deepcopy(parser.get())
     overrides = dict(parser.get(overrides_id, {}) or {}) if overrides_id else {}
     run_dir = parser.get_parsed_content("run_dir")
     common = {name: parser.get_parsed_content(name) for name in shared}
     members = []
-    for index in range(rank, runs, world):
+    for index in indices:
         member = ConfigParser(copy.deepcopy(raw))
-        member.update({"member": index, "run_dir": member_run_dir(run_dir, index), **overrides})
+        member.update({"member": index, "run_dir": os.path.join(run_dir, "members", f"run_{index}"), **overrides})
         for name, obj in common.items():
             member[name] = obj
         members.append(

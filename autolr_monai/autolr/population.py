@@ -74,6 +74,15 @@ def _randomizable(dataset: Any) -> list[Randomizable]:
     return [t for t in transforms if isinstance(t, Randomizable)]
 
 
+def local_runs(runs: int) -> list[int]:
+    """The runs of a ``runs``-run population that this process trains: run ``i`` lives in process ``i % world_size``."""
+    world, rank = idist.get_world_size(), idist.get_rank()
+    if runs < 1 or world > runs:
+        raise ValueError(f"AutoLR has {runs} runs and {world} processes: it needs at least one run, and at most one "
+                         "process per run (runs are assigned to processes round-robin)")  # fmt: skip
+    return list(range(rank, runs, world))
+
+
 @dataclass
 class Member:
     """One run of the population: a MONAI trainer (with its own network, optimizer and data pipeline), its evaluator,
@@ -246,14 +255,11 @@ class AutoLR(Engine):
         self.register_events(*AutoLREvents)
         self.schedule, self.max_epochs, self.best_model_path = schedule, int(max_epochs), best_model_path
         self.world_size, self.rank = idist.get_world_size(), idist.get_rank()
-        if self.world_size > schedule.runs:
-            raise ValueError(f"AutoLR has {schedule.runs} runs but {self.world_size} processes: use at most one "
-                             "process per run (runs are assigned to processes round-robin)")  # fmt: skip
         self.members = list(members)
         if self.world_size == 1 and len(self.members) != schedule.runs:
             raise ValueError(f"{len(self.members)} runs were built (autolr#runs) but the schedule has {schedule.runs} "
                              "(one per entry of autolr#initial_lrs and autolr#factors)")  # fmt: skip
-        expected = list(range(self.rank, schedule.runs, self.world_size))
+        expected = local_runs(schedule.runs)
         if [m.index for m in self.members] != expected:
             raise ValueError(f"process {self.rank} of {self.world_size} must hold runs {expected}, got "
                              f"{[m.index for m in self.members]}")  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from monai.handlers import MeanDice
+from monai.handlers import IgniteMetricHandler
 from monai.metrics import DiceMetric
 
 
@@ -17,16 +19,23 @@ class _LocalDiceMetric(DiceMetric):
         self._synced = True
 
 
-class LocalMeanDice(MeanDice):
-    """MONAI's ``MeanDice`` handler without the cross-process all-gather.
+class LocalMeanDice(IgniteMetricHandler):
+    """MONAI's ``MeanDice`` handler without the cross-process all-gather; same arguments.
 
     Under ``torchrun`` MONAI's metrics gather every rank's results before averaging. In an AutoLR population each
     process is a different run validating the same volumes, so gathering would score every run with the average of
-    all of them; each run must be scored on its own predictions. Same arguments as ``MeanDice``.
+    all of them; each run must be scored on its own predictions.
     """
 
-    def __init__(self, include_background: bool = True, reduction="mean", num_classes: int | None = None, **kwargs) -> None:
-        super().__init__(include_background=include_background, reduction=reduction, num_classes=num_classes, **kwargs)
-        self.metric_fn = _LocalDiceMetric(include_background=include_background, reduction=reduction,
-                                          num_classes=num_classes,
-                                          return_with_label=kwargs.get("return_with_label", False))  # fmt: skip
+    def __init__(
+        self,
+        include_background: bool = True,
+        reduction: str = "mean",
+        num_classes: int | None = None,
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
+        return_with_label: bool | list[str] = False,
+    ) -> None:
+        metric_fn = _LocalDiceMetric(include_background=include_background, reduction=reduction,
+                                     num_classes=num_classes, return_with_label=return_with_label)  # fmt: skip
+        super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
