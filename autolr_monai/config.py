@@ -41,3 +41,13 @@ def current_parser():
     if parser is None:
         raise RuntimeError("current_parser() must be called from an expression of a MONAI bundle config")
     return parser
+
+
+def single_process(what: str) -> None:
+    """Refuse to start ``what`` under ``torchrun`` with several processes: each would train the same run and write
+    the same files. Only the AutoLR population splits its runs across processes."""
+    import ignite.distributed as idist
+
+    if idist.get_world_size() > 1:
+        raise ValueError(f"{what} cannot run in {idist.get_world_size()} processes: every process would train the "
+                         "same run into the same folder; use AutoLR (the default training) with multi_gpu_train.json")

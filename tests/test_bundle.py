@@ -39,7 +39,7 @@ def tiny_datalist(tmp_path_factory) -> str:
 def test_bundle_cli_runs_training_from_another_directory(tiny_datalist, tmp_path):
     run_dir = tmp_path / "run"
     overrides = {**TINY, "max_epochs": 1, "batches_per_epoch": 2, "num_workers": 2, "datalist": tiny_datalist,
-                 "isample#update_every": 1,
+                 "isample#update_every": 1, "autolr#period": 1,
                  "run_dir": str(run_dir)}  # fmt: skip
     args = [f"--{k}={json.dumps(v)}" if not isinstance(v, str) else f"--{k}={v}" for k, v in overrides.items()]
     command = [sys.executable, "-m", "monai.bundle", "run", "training",

@@ -60,7 +60,7 @@ def test_autolr_is_the_default_with_the_papers_population():
 def test_multi_gpu_overlay_initialises_ignite_distributed_and_keeps_autolr():
     parser = _parser("multi_gpu_train.json")
     assert parser.get("training").replace("::", "#") == "@autolr#run"
-    assert any("ignite.distributed.initialize(@backend)" in line for line in parser["initialize"])
+    assert any("ignite.distributed.initialize(@backend, timeout=" in line for line in parser["initialize"])
     assert parser["finalize"] == ["$ignite.distributed.finalize()"]
     assert parser.get_parsed_content("backend") == ("nccl" if torch.cuda.is_available() else "gloo")
 

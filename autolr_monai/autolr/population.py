@@ -1,10 +1,10 @@
 """AutoLR (Algorithm 1) as an Ignite engine that drives a population of MONAI trainers, in one process or many.
 
 Each iteration of the ``AutoLR`` engine is one epoch of every run (train, then validate on the full validation
-volumes); each of its epochs is one period of ``gamma`` epochs, at whose end the winner's state is copied to every
-run and the rates are re-spawned. So Ignite's own machinery applies at the population level: ``Checkpoint`` saves
-the whole population every k run-epochs (``state_dict``), ``Events.EPOCH_COMPLETED`` is a period end, and
-``AutoLREvents.PERIOD_COMPLETED`` fires after each swap.
+volumes); each of its epochs is one period of ``gamma`` epochs. The iteration that ends a period also selects the
+winner, copies its state to every run and re-spawns the rates, then fires ``AutoLREvents.PERIOD_COMPLETED``; so
+``Checkpoint`` handlers on ``ITERATION_COMPLETED`` always save a consistent population (``state_dict``), and a run
+resumed from any of them continues as if it had not stopped.
 
 Where Ignite and MONAI fall short, and what this module adds:
 - Interleaving: MONAI's ``Trainer.run()`` trains to ``max_epochs``. Each run's trainer is *interrupted* (Ignite's
@@ -159,6 +159,13 @@ class Member:
             state.epoch, state.iteration = state.max_epochs, state.max_epochs * state.epoch_length
             Workflow.run(self.trainer)
 
+    def finite(self) -> bool:
+        """Whether the weights, buffers and optimizer state are all finite (an update can blow them up while the
+        loss that preceded it was still finite)."""
+        tensors = list(self.trainer.network.state_dict().values())
+        tensors += [v for state in self.optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+        return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
     def swap_state(self) -> dict:
         return {name: obj.state_dict() for name, obj in self.swapped.items()}
 
@@ -229,7 +236,8 @@ class _RunControl:
                            "is respawned from the winner", self.member.index, loss, engine.state.epoch,
                            self.member.optimizer.param_groups[0]["lr"])  # fmt: skip
             self.autolr.fire_event(AutoLREvents.RUN_DIVERGED)
-            engine.terminate_epoch()
+            engine.terminate_epoch(skip_epoch_completed=True)  # no validation or error-map refresh of NaN weights
+            engine.interrupt()
 
     def pause(self, engine: Engine) -> None:
         if engine.state.epoch < engine.state.max_epochs:
@@ -269,6 +277,12 @@ class AutoLR(Engine):
                 raise ValueError(f"AutoLR run {m.index}: its trainer has {m.trainer.state.epoch_length} iterations "
                                  f"per epoch and {m.trainer.state.max_epochs} epochs; the population expects "
                                  f"{epoch_length} and {self.max_epochs}")  # fmt: skip
+        if schedule.period > self.max_epochs:
+            raise ValueError(f"autolr#period ({schedule.period} epochs) is longer than max_epochs ({self.max_epochs}): "
+                             "no run would ever be selected")  # fmt: skip
+        if self.max_epochs % schedule.period:
+            logger.warning("AutoLR: max_epochs (%d) is not a multiple of autolr#period (%d): the last %d epochs end "
+                           "without a selection", self.max_epochs, schedule.period, self.max_epochs % schedule.period)  # fmt: skip
         self.controls = [_RunControl(self, m) for m in self.members]
         self.history: list[dict] = []
         self.periods: list[dict] = []
@@ -276,7 +290,6 @@ class AutoLR(Engine):
         self._period_scores: list[list[float]] = [[] for _ in range(schedule.runs)]
         self._period_diverged = [False] * schedule.runs
         self._common_start = False
-        self.add_event_handler(Events.EPOCH_COMPLETED, self._end_period)
         self.add_event_handler(Events.COMPLETED, lambda _: [m.finish() for m in self.members])
 
     def run(self) -> Any:  # type: ignore[override]
@@ -331,8 +344,13 @@ class AutoLR(Engine):
             m.train_epoch()
             if m.trainer.state.epoch != epoch:
                 raise RuntimeError(f"AutoLR run {m.index} is at epoch {m.trainer.state.epoch}, expected {epoch}")
+            if not m.diverged and not m.finite():
+                m.diverged = True
+                logger.warning("AutoLR run %d: non-finite weights after epoch %d; it cannot win this period and is "
+                               "respawned from the winner", m.index, epoch)  # fmt: skip
+                self.fire_event(AutoLREvents.RUN_DIVERGED)
             score = math.nan if m.diverged else m.score()
-            loss = float(m.trainer.state.metrics.get("train_loss", math.nan))
+            loss = math.nan if m.diverged else float(m.trainer.state.metrics.get("train_loss", math.nan))
             local[m.index] = [float(m.optimizer.param_groups[0]["lr"]), loss, score, float(m.diverged)]
         rows = self._gather_rows(local)
         for run, (lr, loss, score, diverged) in enumerate(rows):
@@ -341,6 +359,8 @@ class AutoLR(Engine):
             self.history.append({"epoch": epoch, "run": run, "lr": lr, "train_loss": loss, "val_dice": score,
                                  "diverged": bool(diverged)})  # fmt: skip
         self._keep_best(epoch, [row[2] for row in rows])
+        if epoch % self.schedule.period == 0:  # before ITERATION_COMPLETED: checkpoints hold the swapped population
+            self._end_period()
         return {"epoch": epoch, "scores": [row[2] for row in rows]}
 
     def _keep_best(self, epoch: int, scores: list[float]) -> None:
@@ -358,7 +378,7 @@ class AutoLR(Engine):
             os.replace(partial, self.best_model_path)
         logger.info("AutoLR: new best validation score %.4f (run %d, epoch %d)", score, run, epoch)
 
-    def _end_period(self, engine: Engine) -> None:
+    def _end_period(self) -> None:
         start = time.perf_counter()
         epoch = self.state.iteration
         scores = self._period_scores
@@ -385,14 +405,15 @@ class AutoLR(Engine):
     # --- checkpointing ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:  # type: ignore[override]
         """The whole population: engine counters, schedule, history, and every run's swap, trainer and random state
-        (gathered from all processes, so rank 0's checkpoint holds all of them)."""
+        (gathered to process 0, which writes the checkpoints; elsewhere other processes' runs are None)."""
         local = {m.index: _to_cpu(m.state_dict()) for m in self.members}
-        if self.world_size > 1:
-            parts: list[Any] = [None] * self.world_size
-            torch.distributed.all_gather_object(parts, local)
-            local = {k: v for part in parts for k, v in part.items()}
+        if self.world_size > 1:  # process 0 saves the checkpoint: gather every run's state there only
+            parts: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
+            torch.distributed.gather_object(local, parts, dst=0)
+            if self.rank == 0:
+                local = {k: v for part in parts for k, v in part.items()}
         return {"engine": super().state_dict(), "schedule": self.schedule.state_dict(),
-                "members": [local[i] for i in range(self.schedule.runs)], "history": copy.deepcopy(self.history),
+                "members": [local.get(i) for i in range(self.schedule.runs)], "history": copy.deepcopy(self.history),
                 "periods": copy.deepcopy(self.periods), "best": dict(self.best),
                 "period_scores": copy.deepcopy(self._period_scores), "period_diverged": list(self._period_diverged)}  # fmt: skip
 
@@ -400,9 +421,13 @@ class AutoLR(Engine):
         if len(state["members"]) != self.schedule.runs:
             raise ValueError(f"AutoLR checkpoint has {len(state['members'])} runs, this population has {self.schedule.runs}")
         super().load_state_dict(state["engine"])
+        if self.state.iteration > self.max_epochs:
+            raise ValueError(f"AutoLR checkpoint is at epoch {self.state.iteration}, beyond max_epochs ({self.max_epochs})")
+        self.state.max_iters = self.max_epochs  # the config's max_epochs wins: a resumed run can be extended
         self.schedule.load_state_dict(state["schedule"])
         for m in self.members:
             m.load_state_dict(state["members"][m.index])
+            m.trainer.state.max_epochs = self.max_epochs
         self.history, self.periods = list(state["history"]), list(state["periods"])
         self.best = dict(state["best"])
         self._period_scores = [list(s) for s in state["period_scores"]]

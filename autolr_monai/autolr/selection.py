@@ -36,7 +36,8 @@ def select_winner(scores: Sequence[Sequence[float]], factors: Sequence[float], d
     if not candidates:
         raise PopulationDivergedError(
             f"all {len(scores)} AutoLR runs diverged or have no finite validation score in this period; "
-            "restart from the last checkpoint with lower initial rates (autolr#initial_lrs)"
+            "train again with lower initial rates (autolr#initial_lrs; a checkpoint keeps its own rates, so start "
+            "from scratch rather than from autolr#resume_from)"
         )
     top = max(b for b, _ in candidates)
     return min((abs(math.log(factors[i])), i) for b, i in candidates if b == top)[1]

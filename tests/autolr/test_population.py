@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from autolr_monai.autolr import AutoLREvents, AutoLRSchedule
@@ -125,11 +126,12 @@ def test_autolr_with_isample_off_swaps_no_error_maps(autolr_datalist, tmp_path):
     assert set(autolr.members[0].swapped) == {"model", "optimizer"} and len(autolr.periods) == 1
 
 
-def test_resume_mid_period_gives_the_uninterrupted_trajectory(trained, autolr_datalist, tmp_path):
+@pytest.mark.parametrize("epoch", [2, 3])  # right after a swap (period end), and mid-period
+def test_resume_gives_the_uninterrupted_trajectory(epoch, trained, autolr_datalist, tmp_path):
     _, uninterrupted, run_dir = trained
-    mid_period = sorted((run_dir / "checkpoints").glob("*=3.pt"))  # saved after epoch 3 of 4 (period 2 = 3..4)
-    assert len(mid_period) == 1, sorted((run_dir / "checkpoints").iterdir())
-    workflow = run_autolr(autolr_datalist, tmp_path, **{"autolr#resume_from": str(mid_period[0])})
+    checkpoint = sorted((run_dir / "checkpoints").glob(f"*={epoch}.pt"))
+    assert len(checkpoint) == 1, sorted((run_dir / "checkpoints").iterdir())
+    workflow = run_autolr(autolr_datalist, tmp_path, **{"autolr#resume_from": str(checkpoint[0])})
     resumed = workflow.parser.get_parsed_content("autolr#engine")
     assert [m.trainer.state.epoch for m in resumed.members] == [4, 4, 4]
     assert resumed.history == uninterrupted.history  # same lr, loss and Dice, to the last bit
@@ -138,6 +140,53 @@ def test_resume_mid_period_gives_the_uninterrupted_trajectory(trained, autolr_da
     for member, saved in zip(resumed.members, final):
         weights = member.trainer.network.state_dict()
         assert all(torch.equal(weights[k], saved["swapped"]["model"][k]) for k in weights)
+
+
+def test_a_resumed_run_can_be_extended(trained, autolr_datalist, tmp_path):
+    _, uninterrupted, run_dir = trained
+    final = str(run_dir / "checkpoints" / "checkpoint_final.pt")
+    workflow = run_autolr(autolr_datalist, tmp_path, **{"autolr#resume_from": final, "max_epochs": 6})
+    resumed = workflow.parser.get_parsed_content("autolr#engine")
+    assert resumed.history[:12] == uninterrupted.history and len(resumed.history) == 18
+    assert [m.trainer.state.epoch for m in resumed.members] == [6, 6, 6] and len(resumed.periods) == 3
+
+
+def test_a_crash_mid_epoch_leaves_the_last_consistent_checkpoint(autolr_datalist, tmp_path):
+    def crash_in_epoch_3(autolr):
+        def fail(engine):
+            if engine.state.iteration == 2 * TINY_AUTOLR["batches_per_epoch"] + 3:
+                raise RuntimeError("simulated crash")
+
+        autolr.members[1].trainer.add_event_handler(Events.ITERATION_COMPLETED, fail)
+
+    with pytest.raises(RuntimeError):
+        run_autolr(autolr_datalist, tmp_path / "crashed", crash_in_epoch_3)
+    checkpoints = sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir())
+    assert checkpoints == ["autolr_iteration=1.pt", "autolr_iteration=2.pt"]  # no half-trained "final" checkpoint
+    workflow = run_autolr(autolr_datalist, tmp_path / "resumed",
+                          **{"autolr#resume_from": str(tmp_path / "crashed" / "checkpoints" / checkpoints[-1])})  # fmt: skip
+    assert [m.trainer.state.epoch for m in workflow.parser.get_parsed_content("autolr#engine").members] == [4, 4, 4]
+
+
+def test_non_finite_weights_after_a_finite_loss_count_as_divergence(autolr_datalist, tmp_path):
+    def blow_up_run_2_at_the_end_of_period_1(autolr):
+        def poison(engine):
+            if engine.state.iteration == 2 * TINY_AUTOLR["batches_per_epoch"]:  # the period's last update
+                with torch.no_grad():
+                    next(autolr.members[2].trainer.network.parameters()).fill_(math.inf)
+
+        autolr.members[2].trainer.add_event_handler(Events.ITERATION_COMPLETED, poison)
+
+    workflow = run_autolr(autolr_datalist, tmp_path, blow_up_run_2_at_the_end_of_period_1)
+    autolr = workflow.parser.get_parsed_content("autolr#engine")
+    assert autolr.periods[0]["diverged"] == [False, False, True] and autolr.periods[0]["winner"] != 2
+    assert all(m.finite() for m in autolr.members)
+
+
+def test_a_period_longer_than_training_is_refused(autolr_datalist, tmp_path):
+    with pytest.raises(RuntimeError) as error:
+        run_autolr(autolr_datalist, tmp_path, **{"autolr#period": 5})
+    assert "autolr#period (5 epochs) is longer than max_epochs (4)" in _chain(error.value)
 
 
 def _chain(error: BaseException) -> str:
