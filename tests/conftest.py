@@ -22,3 +22,21 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "ct.nii.gz").is_file():
         pytest.skip(f"real CT examples not found at {SHARED_DATA} (set AUTOLR_SHARED_DATA to the totalseg-example folder)")
     return SHARED_DATA
+
+
+def copy_series_with_uids(source: Path, target: Path) -> str:
+    """Copy a DICOM series, filling in the UIDs its de-identification blanked (the real example's are empty): SOP
+    instance and class from the file meta, new study and series UIDs. A DICOM SEG must reference them. Returns the
+    new SeriesInstanceUID."""
+    import highdicom as hd
+    import pydicom
+
+    target.mkdir(parents=True)
+    study_uid, series_uid = hd.UID(), hd.UID()
+    for path in sorted(source.iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.save_as(target / path.name)
+    return series_uid

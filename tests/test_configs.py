@@ -67,3 +67,46 @@ def test_multi_gpu_overlay_initialises_ignite_distributed_and_keeps_autolr():
 
 def test_bundle_root_outside_a_workflow_is_the_source_bundle():
     assert Path(bundle_root()) == REPO / "bundle"
+
+
+def _inference_parser(*overlays: str) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), *[str(CONFIGS / o) for o in overlays]])
+    parser.read_meta(str(CONFIGS / "metadata.json"))
+    parser.update({"bundle_root": str(REPO / "bundle")})
+    return parser
+
+
+def _declared(transform: dict) -> dict:
+    """A transform declaration without its keys and label-only arguments, for comparing image steps."""
+    drop = {"keys", "label_key", "mode"}
+    return {k: v for k, v in transform.items() if k not in drop}
+
+
+@pytest.mark.parametrize("overlays", [(), ("demo.json",)], ids=["paper", "demo"])
+def test_inference_preprocesses_and_builds_the_network_as_training(overlays):
+    """inference.json stands alone (the model-zoo layout), so it declares the image steps of train.json again:
+    they must stay the same, and an overlay must set both the same way."""
+    train, infer = _parser(*overlays), _inference_parser(*overlays)
+    for key in ("spacing", "hu_window", "hu_scale", "network_def"):
+        assert infer.get(key) == train.get(key), key
+    assert infer.get_parsed_content("num_classes") == train.get_parsed_content("num_classes") == 21
+    steps = infer.get("preprocessing#transforms")
+    assert [_declared(t) for t in steps] == [_declared(t) for t in train.get("preprocessing")[: len(steps)] if
+                                             t["_target_"] != "CastToTyped"]  # fmt: skip
+    assert [t["keys"] for t in steps if "keys" in t] == ["image"] * 5
+    assert steps[4]["mode"] == train.get("preprocessing")[4]["mode"][0] == "bilinear"
+    net = infer.get_parsed_content("network_def")
+    assert type(net) is type(train.get_parsed_content("network_def"))
+    assert sum(p.numel() for p in net.parameters()) == (653_413 if not overlays else 55_013)
+
+
+def test_metadata_documents_the_label_table():
+    from autolr_monai.data import LABEL_NAMES
+
+    meta = ConfigParser.load_config_file(str(CONFIGS / "metadata.json"))
+    pred = meta["network_data_format"]["outputs"]["pred"]
+    assert {int(k): v for k, v in pred["channel_def"].items()} == LABEL_NAMES
+    assert pred["num_channels"] == len(LABEL_NAMES)
+    listed = "; ".join(f"{v}: {n}" for v, n in LABEL_NAMES.items())
+    assert meta["label_classes"] == meta["pred_classes"] == listed

@@ -1,5 +1,14 @@
-"""Inference: exact tiled whole-volume inference for valid-convolution networks."""
+"""Inference: finding the scans, loading the weights, exact tiled whole-volume inference and DICOM SEG output.
 
+Imports nothing of the training code (``autolr_monai.autolr``, ``sampling``, ``engines``): a packed bundle runs
+inference with the network, the label table and this package only.
+"""
+
+from .dicom_seg import SaveDicomSegd, UnreferenceableSeriesError, write_dicom_seg
+from .inputs import find_scans
+from .model import load_model
 from .tiled import ExactTiledInferer
 
-__all__ = ["ExactTiledInferer"]
+__all__ = [
+    "ExactTiledInferer", "SaveDicomSegd", "UnreferenceableSeriesError", "find_scans", "load_model", "write_dicom_seg",
+]  # fmt: skip

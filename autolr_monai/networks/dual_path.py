@@ -15,7 +15,8 @@ centred on full-resolution offset ``f (j - l)`` from the first output voxel. Fed
 path is ``2 f l + 3``: 123 for ``f = 4`` and ``l = 15``.
 
 The paper's layer table (its figure 1a) is not available; ``paper_config()`` gives the reconstruction documented
-in ``bundle/docs/README.md``. This module imports nothing else from the project.
+in ``bundle/docs/README.md``. The network compiles with ``torch.jit.script``, so MONAI's ``ckpt_export`` can export
+it to TorchScript. This module imports nothing else from the project.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class ResidualBlock(nn.Module):
     BN-PReLU-conv3, BN-PReLU-conv1 back to ``out_channels``. The shortcut is the input centre-cropped to the output
     size, zero-padded in channels when the block widens (parameter-free, as DeepMedic).
     """
+
+    __jit_unused_properties__ = ["last_norm"]  # eager-only (a filtered comprehension); TorchScript compiles properties
 
     def __init__(self, kind: str, in_channels: int, out_channels: int, bottleneck: int | None = None) -> None:
         super().__init__()
@@ -132,6 +135,10 @@ class DualPathResNet3D(nn.Module):
     path's input itself; ``forward(x_high, x_low)`` takes both inputs as extracted by the training pipeline.
     """
 
+    # Eager-only geometry API: TorchScript would compile these properties (some cannot be compiled, and compiled ones
+    # are not readable from Python on a scripted module); scripted code uses the int attributes ``_*_margin``.
+    __jit_unused_properties__ = ["high_margin", "low_margin", "input_margin", "receptive_field", "depth", "fc_layers"]
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -156,6 +163,8 @@ class DualPathResNet3D(nn.Module):
         self.dropout = dropout
         self.high = Pathway(in_channels, high_blocks, bottleneck_ratio)
         self.low = Pathway(in_channels, low_blocks, bottleneck_ratio)
+        self._high_margin, self._low_margin = self.high.conv3_count, self.low.conv3_count
+        self._input_margin = max(self._high_margin, downsample * self._low_margin + 1)
         fc: list[nn.Module] = []
         channels = self.high.out_channels + self.low.out_channels
         for width in [*fc_channels, out_channels]:
@@ -169,17 +178,17 @@ class DualPathResNet3D(nn.Module):
     # --- geometry -------------------------------------------------------------------------------------------
     @property
     def high_margin(self) -> int:
-        return self.high.conv3_count
+        return self._high_margin
 
     @property
     def low_margin(self) -> int:
         """Per-side margin of the low path, in low-resolution voxels."""
-        return self.low.conv3_count
+        return self._low_margin
 
     @property
     def input_margin(self) -> int:
         """Per-side margin of the single full-resolution input of ``forward(x)``."""
-        return max(self.high_margin, self.downsample * self.low_margin + 1)
+        return self._input_margin
 
     @property
     def receptive_field(self) -> int:
@@ -197,7 +206,7 @@ class DualPathResNet3D(nn.Module):
         return [m for m in self.head if isinstance(m, nn.Conv3d)]
 
     def low_res_size(self, output_size: int) -> int:
-        return math.ceil(output_size / self.downsample) + 2 * self.low_margin
+        return math.ceil(output_size / self.downsample) + 2 * self._low_margin
 
     def input_sizes(self, output_size: Sequence[int] | int) -> dict[str, tuple[int, ...]]:
         """Input extents for a wanted output size: keys 'high', 'low' (two-input form) and 'full' (``forward(x)``)."""
@@ -210,10 +219,14 @@ class DualPathResNet3D(nn.Module):
 
     def output_size(self, full_input_size: Sequence[int]) -> tuple[int, ...]:
         """Output extent of ``forward(x)`` for a full-resolution input extent."""
-        out = tuple(int(s) - 2 * self.input_margin for s in full_input_size)
+        return tuple(self._output_extent([int(s) for s in full_input_size]))
+
+    def _output_extent(self, full_input_size: list[int]) -> list[int]:
+        # lists, not tuples: TorchScript has no variable-length tuples
+        out = [s - 2 * self._input_margin for s in full_input_size]
         if min(out) < 1:
-            raise ValueError(f"input {tuple(full_input_size)} is smaller than the receptive field margin "
-                             f"2 x {self.input_margin} + 1 per axis")  # fmt: skip
+            raise ValueError(f"input {full_input_size} is smaller than the receptive field margin "
+                             f"2 x {self._input_margin} + 1 per axis")  # fmt: skip
         return out
 
     def layer_table(self, output_size: int = 16) -> list[str]:
@@ -270,31 +283,51 @@ class DualPathResNet3D(nn.Module):
     # --- forward ------------------------------------------------------------------------------------------
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Build (x_high, x_low) from one full-resolution tensor with margin ``input_margin`` on each side."""
-        m, f, lm = self.input_margin, self.downsample, self.low_margin
-        out = self.output_size(x.shape[2:])
-        x_high = _crop(x, m - self.high_margin)
+        m, f, lm = self._input_margin, self.downsample, self._low_margin
+        out = self._output_extent(list(x.shape[2:]))
+        x_high = _crop(x, m - self._high_margin)
         offset = m - f * lm - 1  # low voxel j covers x[offset + f j + (0, 1, 2)], centred at output offset f (j - l)
         x_low = F.avg_pool3d(x[..., offset:, offset:, offset:], kernel_size=3, stride=f)
         n = [self.low_res_size(s) for s in out]
         return x_high, x_low[..., : n[0], : n[1], : n[2]]
 
+    def low_resolution_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The low path's input for the whole of ``x`` (a full-resolution tensor with margin ``input_margin``):
+        ``split_input``'s ``x_low`` of any output tile starting at a multiple of ``downsample`` is the block of this
+        tensor starting at ``tile start / downsample``. Lets a tiled inference run the low path once per volume."""
+        offset = self._input_margin - self.downsample * self._low_margin - 1
+        return F.avg_pool3d(x[..., offset:, offset:, offset:], kernel_size=3, stride=self.downsample)
+
+    def forward_with_low_features(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` with the low path's output ``low`` (``ceil(S / downsample)`` voxels per output axis)
+        computed elsewhere, e.g. once for a whole volume (``low_resolution_input``, then ``self.low``)."""
+        out = self._output_extent(list(x.shape[2:]))
+        expected = [(s + self.downsample - 1) // self.downsample for s in out]
+        if list(low.shape[2:]) != expected:
+            raise ValueError(f"low-resolution features {list(low.shape[2:])} do not fit the output {out}: "
+                             f"expected {expected}")  # fmt: skip
+        return self._merge(self.high(_crop(x, self._input_margin - self._high_margin)), low)
+
+    def _merge(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """Upsample the low path's features by repetition, crop them to the full-resolution output and classify."""
+        for axis in (2, 3, 4):
+            low = low.repeat_interleave(self.downsample, dim=axis)
+        low = low[..., : high.shape[2], : high.shape[3], : high.shape[4]]
+        return self.head(torch.cat([high, low], dim=1))
+
     def forward(self, x: torch.Tensor, x_low: torch.Tensor | None = None) -> torch.Tensor:
         x_high = x
         if x_low is None:
             x_high, x_low = self.split_input(x)
-        out = tuple(s - 2 * self.high_margin for s in x_high.shape[2:])
-        expected = tuple(self.low_res_size(s) for s in out)
-        if min(out) < 1 or tuple(x_low.shape[2:]) != expected:
+        high_size, low_size = list(x_high.shape[2:]), list(x_low.shape[2:])  # lists for TorchScript
+        out = [s - 2 * self._high_margin for s in high_size]
+        expected = [self.low_res_size(s) for s in out]
+        if min(out) < 1 or low_size != expected:
             raise ValueError(
-                f"input sizes do not match: high-resolution input {tuple(x_high.shape[2:])} gives output {out}, "
-                f"which needs a low-resolution input of {expected}, got {tuple(x_low.shape[2:])}"
+                f"input sizes do not match: high-resolution input {high_size} gives output {out}, "
+                f"which needs a low-resolution input of {expected}, got {low_size}"
             )
-        high = self.high(x_high)
-        low = self.low(x_low)
-        for axis in (2, 3, 4):
-            low = low.repeat_interleave(self.downsample, dim=axis)
-        low = low[..., : out[0], : out[1], : out[2]]
-        return self.head(torch.cat([high, low], dim=1))
+        return self._merge(self.high(x_high), self.low(x_low))
 
 
 def paper_config() -> dict:

@@ -48,3 +48,49 @@ def test_misaligned_tile_is_rejected(net, volume):
         ExactTiledInferer(output="onehot")
     with pytest.raises(ValueError, match="3D volumes"):
         ExactTiledInferer()(volume[0], net)
+
+
+@torch.no_grad()
+def test_metatensor_input_gives_a_metatensor_with_its_metadata(net):
+    """As MONAI's inferers: ``Invertd`` skips (with a mere warning) a prediction that is not a MetaTensor."""
+    from monai.data import MetaTensor
+
+    affine = torch.diag(torch.tensor([2.0, 3.0, 4.0, 1.0], dtype=torch.float64))
+    volume = MetaTensor(torch.randn(1, 1, 9, 10, 11), affine=affine, meta={"filename_or_obj": "scan.nii.gz"})
+    labels = ExactTiledInferer(tile_size=8, output="labels")(volume, net)
+    assert isinstance(labels, MetaTensor) and labels.dtype == torch.uint8
+    assert torch.equal(labels.affine, affine) and labels.meta["filename_or_obj"] == "scan.nii.gz"
+    assert not isinstance(ExactTiledInferer(tile_size=8)(volume.as_tensor(), net), MetaTensor)
+
+
+class _PlainValidNet(torch.nn.Module):
+    """A valid-convolution network without the two-resolution interface: the generic tiling path."""
+
+    input_margin = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv3d(4, 3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_generic_valid_network_and_channels_last(volume, channels_last):
+    torch.manual_seed(0)
+    plain = _PlainValidNet().eval()
+    direct = plain(F.pad(volume, (2,) * 6, mode="replicate"))
+    tiled = ExactTiledInferer(tile_size=(8, 5, 7), alignment=1, channels_last=channels_last)(volume, plain)
+    assert torch.allclose(tiled, direct, atol=1e-5)
+
+
+@torch.no_grad()
+def test_two_resolution_path_with_channels_last_weights_equals_direct_forward(net, volume):
+    direct = net(F.pad(volume, (net.input_margin,) * 6, mode="replicate"))
+    fast = DualPathResNet3D(**TINY_NETWORK).eval()
+    fast.load_state_dict(net.state_dict())
+    fast = fast.to(memory_format=torch.channels_last_3d)
+    tiled = ExactTiledInferer(tile_size=8, channels_last=True, low_tile_size=3)(volume, fast)
+    assert torch.allclose(tiled, direct, atol=1e-5)

@@ -133,3 +133,50 @@ def test_documented_layer_table_matches_the_network():
     for row in net.layer_table(16):
         assert row in docs, row
     assert f"{sum(p.numel() for p in net.parameters()):,} parameters" in docs
+
+
+# torch >= 2.10 deprecates TorchScript, but MONAI's ckpt_export still scripts by default
+jit_deprecation = pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:DeprecationWarning")
+
+
+@jit_deprecation
+@pytest.mark.parametrize(
+    "network, out",
+    [(TINY_NETWORK, 8), (TINY_NETWORK, (5, 6, 7)), ({}, 4), ({}, (5, 6, 7))],
+    ids=["tiny-cube", "tiny-non-cubic", "paper-cube", "paper-non-cubic"],
+)
+def test_torchscript_matches_eager(network, out):
+    net = DualPathResNet3D(**network).eval()
+    _randomise(net)
+    scripted = torch.jit.script(net)
+    x = torch.randn(1, 1, *net.input_sizes(out)["full"])
+    xh, xl = net.split_input(x)
+    with torch.no_grad():
+        expected = net(x)
+        assert tuple(expected.shape[2:]) == ((out,) * 3 if isinstance(out, int) else out)
+        for _ in range(3):  # the profiling executor optimises the graph after the first runs
+            assert torch.allclose(scripted(x), expected, atol=1e-5)
+            assert torch.allclose(scripted(xh, xl), expected, atol=1e-5)
+
+
+@jit_deprecation
+def test_saved_torchscript_model_matches_eager(tmp_path):
+    net = DualPathResNet3D(**TINY_NETWORK).eval()
+    _randomise(net)
+    torch.jit.save(torch.jit.script(net), tmp_path / "model.ts")
+    loaded = torch.jit.load(tmp_path / "model.ts")
+    x = torch.randn(2, 1, *net.input_sizes((5, 6, 7))["full"])
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), net(x), atol=1e-5)
+        assert torch.allclose(loaded(*net.split_input(x)), net(x), atol=1e-5)
+
+
+@jit_deprecation
+def test_torchscript_model_rejects_mismatched_inputs():
+    net = DualPathResNet3D(**TINY_NETWORK)
+    scripted = torch.jit.script(net)
+    sizes = net.input_sizes(8)
+    with pytest.raises(torch.jit.Error, match="low-resolution input"):
+        scripted(torch.zeros(1, 1, *sizes["high"]), torch.zeros(1, 1, *[s + 1 for s in sizes["low"]]))
+    with pytest.raises(torch.jit.Error, match="smaller than the receptive field"):
+        scripted(torch.zeros(1, 1, 10, 10, 10))

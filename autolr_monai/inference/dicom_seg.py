@@ -1,0 +1,328 @@
+"""Write predicted label maps as DICOM Segmentation objects (SEG) that reference the CT series they came from.
+
+MONAI writes NIfTI and other ITK formats but no DICOM SEG, so a prediction for a DICOM series could not go back to
+a PACS or viewer next to its images. ``write_dicom_seg`` builds a binary SEG with highdicom: one segment per
+structure present, coded in SNOMED CT (``STRUCTURE_CODES``), one frame per segment and source slice it appears in,
+each referencing its source instance. ``SaveDicomSegd`` does this at the end of the inference pipeline.
+
+Layout: a series loaded by MONAI ``LoadImage(reader="ITKReader")`` + ``EnsureChannelFirst`` is ``(1, X, Y, Z)``
+with X the DICOM columns, Y the rows and Z the slices, and a RAS voxel-to-world affine; the frame of the source
+instance at slice ``k`` is therefore ``label_map[:, :, k].T`` (rows x columns). Instances are matched to slices by
+geometry (their pixel grid mapped through the inverse affine), never by file order or InstanceNumber.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+from pydicom.errors import InvalidDicomError
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from autolr_monai import __version__
+from autolr_monai.data.labels import LABEL_NAMES
+
+logger = logging.getLogger("autolr_monai.inference")
+
+ALGORITHM_NAME = "autolr-monai DualPathResNet3D"
+SERIES_DESCRIPTION = "autolr-monai segmentation"
+MANUFACTURER = "autolr-monai"
+
+#: How far (in voxels) a source pixel may lie from the label map's voxel grid: DS values have up to 16 characters,
+#: so genuine matches are within 1e-3 voxels; a half-slice or one-pixel offset is far outside.
+GRID_TOLERANCE_VOXELS = 0.05
+
+# DICOM attributes a source instance needs for a SEG to reference it and to place its frames.
+_REQUIRED = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
+             "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")  # fmt: skip
+
+
+class UnreferenceableSeriesError(ValueError):
+    """The source series lacks the UIDs a SEG must reference (typically blanked by de-identification)."""
+
+
+@dataclass(frozen=True)
+class StructureCode:
+    """SNOMED CT coding of a structure: the organ (segmented property type) and its laterality, if any."""
+
+    type: Code
+    laterality: Code | None = None
+
+
+_RIGHT, _LEFT = codes.SCT.Right, codes.SCT.Left  # SCT 24028007, 7771000 (DICOM CID 244 Laterality)
+_PSOAS_MAJOR = Code("71915004", "SCT", "Psoas major muscle")  # not in pydicom's DICOM code tables
+_RECTUS_ABDOMINIS = Code("83573005", "SCT", "Rectus abdominis muscle")  # not in pydicom's DICOM code tables
+
+#: Structure name (``autolr_monai.data.labels.LABELS``) -> SNOMED CT code; all are category "Anatomical Structure".
+STRUCTURE_CODES: dict[str, StructureCode] = {
+    "liver": StructureCode(codes.SCT.Liver),  # 10200004
+    "spleen": StructureCode(codes.SCT.Spleen),  # 78961009
+    "kidney_right": StructureCode(codes.SCT.Kidney, _RIGHT),  # 64033007
+    "kidney_left": StructureCode(codes.SCT.Kidney, _LEFT),
+    "lung_right": StructureCode(codes.SCT.Lung, _RIGHT),  # 39607008
+    "lung_left": StructureCode(codes.SCT.Lung, _LEFT),
+    "aorta": StructureCode(codes.SCT.Aorta),  # 15825003
+    "trachea": StructureCode(codes.SCT.Trachea),  # 44567001
+    "sternum": StructureCode(codes.SCT.Sternum),  # 56873002
+    "urinary_bladder": StructureCode(codes.SCT.Bladder),  # 89837001 "Urinary bladder structure"
+    "psoas_major_right": StructureCode(_PSOAS_MAJOR, _RIGHT),
+    "psoas_major_left": StructureCode(_PSOAS_MAJOR, _LEFT),
+    "rectus_abdominis_right": StructureCode(_RECTUS_ABDOMINIS, _RIGHT),
+    "rectus_abdominis_left": StructureCode(_RECTUS_ABDOMINIS, _LEFT),
+    "pancreas": StructureCode(codes.SCT.Pancreas),  # 15776009
+    "gallbladder": StructureCode(codes.SCT.Gallbladder),  # 28231008
+    "vertebra_L1": StructureCode(codes.SCT.L1Vertebra),  # 66794005
+    "adrenal_gland_right": StructureCode(codes.SCT.AdrenalGland, _RIGHT),  # 23451007
+    "adrenal_gland_left": StructureCode(codes.SCT.AdrenalGland, _LEFT),
+    "thyroid_gland": StructureCode(codes.SCT.Thyroid),  # 69748006 "Thyroid structure"
+}
+
+
+def _to_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def _integer_labels(label_map: np.ndarray | torch.Tensor, series_dir: Path) -> tuple[np.ndarray, list[int]]:
+    """``label_map`` as an integer (X, Y, Z) array of label-table values and the structures (values > 0) in it."""
+    labels = _to_numpy(label_map)
+    if labels.ndim == 4 and labels.shape[0] == 1:
+        labels = labels[0]
+    if labels.ndim != 3:
+        raise ValueError(f"label map for {series_dir}: expected shape (X, Y, Z) or (1, X, Y, Z), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        if not np.array_equal(labels, np.round(labels)):
+            raise ValueError(f"label map for {series_dir}: values must be integer label values, got {labels.dtype} "
+                             "with fractional values (probabilities need an argmax first)")  # fmt: skip
+        labels = labels.astype(np.int64)
+    values = np.unique(labels).tolist()
+    unknown = [v for v in values if v not in LABEL_NAMES]
+    if unknown:
+        raise ValueError(f"label map for {series_dir}: values {unknown[:10]} are not in the label table "
+                         f"(expected 0..{max(LABEL_NAMES)}; see autolr_monai/data/labels.py)")  # fmt: skip
+    return labels, [v for v in values if v != 0]
+
+
+def _read_headers(series_dir: Path) -> list[tuple[Path, pydicom.Dataset]]:
+    """Headers (no pixel data: highdicom needs none) of the DICOM image files directly in ``series_dir``."""
+    if not series_dir.is_dir():
+        raise ValueError(f"{series_dir}: not a directory (expected the DICOM series folder the label map belongs to)")
+    images = []
+    for path in sorted(p for p in series_dir.iterdir() if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, EOFError):
+            continue
+        if "Rows" in ds:  # an image, not a DICOMDIR, report or presentation state
+            images.append((path, ds))
+    if not images:
+        raise ValueError(f"{series_dir}: no DICOM image files in this folder (expected the CT series the label map "
+                         "was predicted from)")  # fmt: skip
+    for path, ds in images:
+        missing = [name for name in _REQUIRED if ds.get(name) in (None, "")]
+        if missing:
+            raise UnreferenceableSeriesError(f"{series_dir}: {path.name} lacks {', '.join(missing)} (empty or "
+                                             "absent); a DICOM SEG must reference the source study, series and "
+                                             "instances (was the series de-identified by blanking UIDs instead of "
+                                             "replacing them?)")  # fmt: skip
+    series = {ds.SeriesInstanceUID for _, ds in images}
+    if len(series) > 1:
+        raise ValueError(f"{series_dir} holds images of {len(series)} DICOM series ({', '.join(sorted(series))}); "
+                         "expected one series per folder")  # fmt: skip
+    return images
+
+
+def _slice_index(path: Path, ds: pydicom.Dataset, world_to_voxel: np.ndarray, shape: tuple[int, ...]) -> int:
+    """Slice ``k`` of the label map grid whose plane is the pixel grid of instance ``ds``; ValueError otherwise."""
+    x, y, z = shape
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    if (columns, rows) != (x, y):
+        raise ValueError(f"{path.name} has {rows} rows x {columns} columns, but the label map slices have "
+                         f"{y} rows (Y) x {x} columns (X); label map shape {shape}")  # fmt: skip
+    origin = np.array(ds.ImagePositionPatient, dtype=np.float64)
+    orientation = np.array(ds.ImageOrientationPatient, dtype=np.float64)
+    row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
+    pixels = np.array([[0, 0], [columns - 1, 0], [0, rows - 1]], dtype=np.float64)  # (column, row) corners
+    world = origin + pixels[:, :1] * column_spacing * orientation[:3] + pixels[:, 1:] * row_spacing * orientation[3:]
+    voxels = (world_to_voxel @ np.c_[world, np.ones(len(world))].T).T[:, :3]
+    k = voxels[0, 2]
+    if abs(k - round(k)) > GRID_TOLERANCE_VOXELS or not 0 <= round(k) < z:
+        raise ValueError(f"{path.name} (ImagePositionPatient {origin.tolist()}) lies at slice index {k:.3f} of "
+                         f"the label map grid; expected an integer in 0..{z - 1} (another series' affine?)")  # fmt: skip
+    if not np.allclose(voxels, np.c_[pixels, np.full(len(pixels), round(k))], atol=GRID_TOLERANCE_VOXELS):
+        raise ValueError(f"{path.name}: its pixel grid does not coincide with slice {round(k)} of the label map "
+                         f"grid: pixels (column, row) {pixels.astype(int).tolist()} map to voxels "
+                         f"{np.round(voxels, 3).tolist()} (other in-plane origin, orientation or spacing)")  # fmt: skip
+    return round(k)
+
+
+def _sources_by_slice(series_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> list[pydicom.Dataset]:
+    """The series' instances in slice order ``k = 0..Z-1``, checked to cover the label map grid exactly once."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"label map for {series_dir}: expected a 4x4 affine, got shape {affine.shape}")
+    world_to_voxel = np.linalg.inv(np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine)  # LPS (DICOM) world -> voxel
+    by_slice: dict[int, tuple[Path, pydicom.Dataset]] = {}
+    for path, ds in _read_headers(series_dir):
+        try:
+            k = _slice_index(path, ds, world_to_voxel, shape)
+        except ValueError as e:
+            raise ValueError(f"{series_dir}: {e}") from None
+        if k in by_slice:
+            raise ValueError(f"{series_dir}: {by_slice[k][0].name} and {path.name} both lie at slice {k}; "
+                             "expected one instance per slice")  # fmt: skip
+        by_slice[k] = (path, ds)
+    missing = sorted(set(range(shape[2])) - set(by_slice))
+    if missing:
+        raise ValueError(f"{series_dir}: {len(by_slice)} DICOM images for a label map of {shape[2]} slices; no image "
+                         f"lies at slices {missing[:10]}{' ...' if len(missing) > 10 else ''}")  # fmt: skip
+    return [by_slice[k][1] for k in range(shape[2])]
+
+
+def _segment_description(
+    number: int, name: str, algorithm: hd.AlgorithmIdentificationSequence
+) -> hd.seg.SegmentDescription:
+    code = STRUCTURE_CODES[name]
+    description = hd.seg.SegmentDescription(
+        segment_number=number,
+        segment_label=name,
+        segmented_property_category=codes.SCT.AnatomicalStructure,  # SCT 91723000
+        segmented_property_type=code.type,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm,
+    )
+    if code.laterality is not None:
+        # highdicom has no argument for it; DICOM puts laterality in the property type's modifier (PS3.3 C.8.20.2).
+        type_item = description.SegmentedPropertyTypeCodeSequence[0]
+        type_item.SegmentedPropertyTypeModifierCodeSequence = [hd.sr.CodedConcept.from_code(code.laterality)]
+    return description
+
+
+def write_dicom_seg(
+    label_map: np.ndarray | torch.Tensor,
+    affine: np.ndarray | torch.Tensor,
+    series_dir: str | os.PathLike,
+    output_path: str | os.PathLike,
+    *,
+    algorithm_version: str = __version__,
+    series_number: int = 900,
+) -> Path | None:
+    """Write ``label_map`` as a binary DICOM SEG referencing the CT series in ``series_dir``; return its path.
+
+    ``label_map``: integer label values of the label table, shape (X, Y, Z) or (1, X, Y, Z), on the grid of the
+    series as ITK loads it (X = columns, Y = rows, Z = slices); ``affine``: its RAS voxel-to-world affine. Every
+    instance of the series must lie on a slice of that grid, one per slice, else ``ValueError`` naming the folder
+    and what does not match. Structures present become segments 1..N (in label order), labelled with their
+    structure names; ``algorithm_version`` goes into their algorithm identification, ``series_number`` is the new
+    SEG series'. A map without any structure writes nothing, logs a warning and returns None. The file is written
+    to a temporary file next to ``output_path`` and moved into place, so readers never see a partial SEG.
+    """
+    series_dir, output_path = Path(series_dir), Path(output_path)
+    labels, present = _integer_labels(label_map, series_dir)
+    if not present:
+        logger.warning("%s: the label map holds no structure (all background); no DICOM SEG written", series_dir)
+        return None
+    sources = _sources_by_slice(series_dir, _to_numpy(affine), labels.shape)
+
+    lookup = np.zeros(max(LABEL_NAMES) + 1, dtype=np.uint8)
+    lookup[present] = np.arange(1, len(present) + 1)
+    frames = np.ascontiguousarray(lookup[labels].transpose(2, 1, 0))  # frame k = label_map[:, :, k].T
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=ALGORITHM_NAME, family=codes.DCM.ArtificialIntelligence, version=algorithm_version
+    )
+    seg = hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[_segment_description(i, LABEL_NAMES[v], algorithm) for i, v in enumerate(present, 1)],
+        series_instance_uid=hd.UID(),
+        series_number=series_number,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=ALGORITHM_NAME,
+        software_versions=algorithm_version,
+        device_serial_number="0",
+        series_description=SERIES_DESCRIPTION,
+        content_label="SEGMENTATION",
+        content_description=f"{ALGORITHM_NAME} {algorithm_version}",
+    )
+
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        seg.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, output_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return output_path
+
+
+class SaveDicomSegd(MapTransform):
+    """Save predictions for DICOM series as DICOM SEG files (``SaveImaged`` for SEG, which MONAI does not write).
+
+    For each key, when the image's source (``data[image_key].meta["filename_or_obj"]``) is a folder, i.e. a DICOM
+    series, writes ``data[key]`` (a label map MetaTensor (1, X, Y, Z) on that series' grid, with its own affine)
+    to ``<output_dir>/<folder name>_<output_postfix>.dcm`` with ``write_dicom_seg``. With ``data_root_dir`` the
+    folders between it and the series folder are kept below ``output_dir``, as ``SaveImaged`` does. Scans read
+    from files (NIfTI and other volumes) have no DICOM instances to reference: they are skipped by design, their
+    NIfTI output being ``SaveImaged``'s. A series whose UIDs were blanked (``UnreferenceableSeriesError``) gets no
+    SEG either, with a warning naming it and the missing attributes, so that one such scan does not stop the
+    inference of the others; any other mismatch raises. The file name does not contain the key, so use one key per
+    transform. Returns the data unchanged.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        output_dir: str | os.PathLike = ".",
+        image_key: str = "image",
+        output_postfix: str = "seg",
+        data_root_dir: str | os.PathLike | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.output_dir, self.image_key, self.output_postfix = Path(output_dir), image_key, output_postfix
+        self.data_root_dir = Path(data_root_dir) if data_root_dir else None
+
+    def _output_path(self, series_dir: Path) -> Path:
+        folder = self.output_dir
+        if self.data_root_dir is not None:
+            try:
+                folder = folder / series_dir.parent.resolve().relative_to(self.data_root_dir.resolve())
+            except ValueError:
+                raise ValueError(f"{series_dir} is not inside data_root_dir {self.data_root_dir}") from None
+        return folder / f"{series_dir.name}_{self.output_postfix}.dcm"
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        source = getattr(d[self.image_key], "meta", {}).get("filename_or_obj")
+        if source is None:
+            raise ValueError(f"{self.image_key!r} has no meta['filename_or_obj']: SaveDicomSegd needs the MetaTensor "
+                             "that LoadImaged made, to find the source DICOM series")  # fmt: skip
+        series_dir = Path(str(source))
+        if not series_dir.is_dir():
+            return d
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if not isinstance(pred, MetaTensor):
+                raise ValueError(f"{key!r} for {series_dir}: expected a MetaTensor (its affine places the label map), "
+                                 f"got {type(pred).__name__}")  # fmt: skip
+            try:
+                write_dicom_seg(pred, pred.affine, series_dir, self._output_path(series_dir))
+            except UnreferenceableSeriesError as e:
+                logger.warning("no DICOM SEG written (the NIfTI label map is): %s", e)
+        return d

@@ -1,0 +1,132 @@
+"""The scans to segment: one NIfTI file, one DICOM series folder, a folder of either, or a datalist.
+
+Each scan is checked before anything is loaded (its header only), so that a wrong path, an empty folder, a file
+that is not an image, a folder holding several DICOM series or a 2D image is reported by name at once rather than
+as a traceback from deep inside a reader after minutes of inference on the other scans.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from autolr_monai.data.datalist import load_datalist
+
+logger = logging.getLogger("autolr_monai.inference")
+
+#: Single-file volume formats ITK reads (NIfTI first: the usual case).
+VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _is_volume_file(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _is_dicom_file(path: Path) -> bool:
+    """A DICOM Part 10 file (the "DICM" preamble marker) or a file named ``*.dcm``."""
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def check_volume_file(path: Path) -> None:
+    """Raise ``ValueError`` naming ``path`` unless ITK can read it as a 3D volume (header only)."""
+    import itk
+
+    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
+    if io is None:
+        raise ValueError(f"{path}: not a readable image (corrupt or truncated file, or not a {'/'.join(VOLUME_SUFFIXES)} volume)")
+    io.SetFileName(str(path))
+    try:
+        io.ReadImageInformation()
+    except RuntimeError as e:
+        raise ValueError(f"{path}: cannot read the image header ({str(e).strip().splitlines()[-1]})") from None
+    shape = [io.GetDimensions(i) for i in range(io.GetNumberOfDimensions())]
+    if len(shape) < 3 or sum(s > 1 for s in shape[:3]) < 3:
+        raise ValueError(f"{path}: a 2D image of shape {tuple(shape)}; expected a 3D CT volume (x, y, z)")
+
+
+def check_dicom_series(folder: Path) -> None:
+    """Raise ``ValueError`` naming ``folder`` unless it holds exactly one DICOM series of two or more slices.
+
+    Uses the series rule of MONAI's ``ITKReader`` (GDCM series details plus the series date), which reads only the
+    first series of a folder and would silently drop the others.
+    """
+    import itk
+
+    names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(True)
+    names.AddSeriesRestriction("0008|0021")  # series date, as ITKReader
+    names.SetGlobalWarningDisplay(False)
+    names.SetDirectory(str(folder))
+    series = list(names.GetSeriesUIDs())
+    if not series:
+        raise ValueError(f"{folder}: no readable DICOM series in this folder")
+    if len(series) > 1:
+        counts = ", ".join(f"{uid} ({len(names.GetFileNames(uid))} files)" for uid in series)
+        raise ValueError(f"{folder} holds {len(series)} DICOM series: {counts}; put each series in a folder of its own")
+    slices = len(names.GetFileNames(series[0]))
+    if slices < 2:
+        raise ValueError(f"{folder}: the DICOM series has {slices} slice, a 2D image; expected a 3D CT series")
+
+
+def _scans_in_folder(folder: Path) -> list[Path]:
+    entries = _visible(folder)
+    if not entries:
+        raise ValueError(f"{folder} is empty: expected NIfTI files, DICOM series folders, or the DICOM files of one series")
+    files = [p for p in entries if p.is_file()]
+    if any(_is_dicom_file(p) for p in files):
+        return [folder]  # the folder is one series
+    scans, ignored = [], []
+    for entry in entries:
+        if entry.is_file():
+            (scans if _is_volume_file(entry) else ignored).append(entry)
+        elif entry.is_dir() and any(p.is_file() and _is_dicom_file(p) for p in _visible(entry)):
+            scans.append(entry)
+        else:
+            ignored.append(entry)
+    if not scans:
+        raise ValueError(f"{folder} holds no NIfTI files ({', '.join(VOLUME_SUFFIXES)}) and no DICOM series folders")
+    if ignored:
+        logger.warning("%s: ignoring %d entries that are neither volumes nor DICOM series folders: %s", folder,
+                       len(ignored), ", ".join(p.name for p in ignored[:10]) + (" ..." if len(ignored) > 10 else ""))  # fmt: skip
+    return scans
+
+
+def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
+    """The scans under ``input`` as MONAI data dicts ``{"image": path}``, each checked (header only).
+
+    ``input`` is a NIfTI (or NRRD/MHA) file, a folder holding the DICOM files of one series, a folder of such files
+    and series folders (one level), or a datalist JSON whose ``datalist_key`` list has ``image`` entries. Raises
+    ``FileNotFoundError``/``ValueError`` naming the path and the problem.
+    """
+    if input is None or str(input).strip() == "":
+        raise ValueError("no input given: pass --input with a NIfTI file, a DICOM series folder, a folder of either "
+                         "or a datalist JSON")  # fmt: skip
+    path = Path(str(input)).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"input {path} does not exist")
+    if path.is_file() and path.suffix.lower() == ".json":
+        scans = [Path(e["image"]) for e in load_datalist(str(path), datalist_key, require_label=False)]
+    elif path.is_file() and _is_dicom_file(path):
+        raise ValueError(f"{path} is a single DICOM file; pass the folder that holds the whole series")
+    elif path.is_file() and not _is_volume_file(path):
+        raise ValueError(f"{path}: not a NIfTI file ({', '.join(VOLUME_SUFFIXES)}), a DICOM series folder or a "
+                         "datalist JSON")  # fmt: skip
+    else:
+        scans = [path] if path.is_file() else _scans_in_folder(path)
+    for scan in scans:
+        if scan.is_dir():
+            check_dicom_series(scan)
+        else:
+            check_volume_file(scan)
+    return [{"image": str(scan.absolute())} for scan in scans]

@@ -1,0 +1,100 @@
+"""Finding the scans to segment, and the clear errors for inputs that are not."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from autolr_monai.inference import find_scans
+
+
+def _nifti(path: Path, shape=(8, 9, 10)) -> Path:
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.diag([2.0, 2.0, 3.0, 1.0])), path)
+    return path
+
+
+def test_one_file_a_folder_and_a_datalist(tmp_path):
+    a, b = _nifti(tmp_path / "a.nii.gz"), _nifti(tmp_path / "b.nii")
+    assert find_scans(str(a)) == [{"image": str(a)}]
+    assert find_scans(str(tmp_path)) == [{"image": str(a)}, {"image": str(b)}]
+    datalist = tmp_path / "list.json"
+    datalist.write_text(json.dumps({"test": [{"image": "b.nii"}]}))
+    assert find_scans(str(datalist)) == [{"image": str(b)}]
+    assert find_scans(str(datalist), datalist_key="test") == find_scans(str(datalist))
+
+
+def test_folder_entries_that_are_not_scans_are_named_in_a_warning(tmp_path, caplog):
+    _nifti(tmp_path / "a.nii.gz")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert len(find_scans(str(tmp_path))) == 1
+    assert "notes.txt" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "make,error,message",
+    [
+        (lambda d: d / "missing.nii.gz", FileNotFoundError, "does not exist"),
+        (lambda d: d, ValueError, "is empty"),
+        (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", ValueError, "not a NIfTI file"),
+        (lambda d: (d / "broken.nii.gz").write_bytes(b"\x1f\x8b not a volume") and d / "broken.nii.gz",
+         ValueError, "not a readable image"),
+        (lambda d: _nifti(d / "slice.nii.gz", (64, 64)), ValueError, "2D image"),
+        (lambda d: _nifti(d / "slice.nii.gz", (64, 64, 1)), ValueError, "2D image"),
+        (lambda d: ((d / "docs").mkdir(), (d / "docs" / "a.txt").write_text("x")) and d, ValueError, "no NIfTI files"),
+    ],
+    ids=["missing", "empty-folder", "text-file", "corrupt-nifti", "2d", "2d-one-slice", "no-scans-in-folder"],
+)
+def test_bad_inputs_name_the_path_and_the_problem(tmp_path, make, error, message):
+    path = make(tmp_path)
+    with pytest.raises(error, match=message) as raised:
+        find_scans(str(path))
+    assert str(path) in str(raised.value)
+
+
+def test_no_input_says_how_to_pass_one():
+    with pytest.raises(ValueError, match="--input"):
+        find_scans(None)
+
+
+def test_real_dicom_series_and_its_single_files(shared_data):
+    series = shared_data / "dicom_ct"
+    assert find_scans(str(series)) == [{"image": str(series.absolute())}]
+    one_file = sorted(series.iterdir())[0]
+    with pytest.raises(ValueError, match="single DICOM file"):
+        find_scans(str(one_file))
+
+
+def test_a_folder_of_series_folders(shared_data, tmp_path):
+    (tmp_path / "series_a").symlink_to(shared_data / "dicom_ct", target_is_directory=True)
+    _nifti(tmp_path / "b.nii.gz")
+    assert [Path(s["image"]).name for s in find_scans(str(tmp_path))] == ["b.nii.gz", "series_a"]
+
+
+def test_dicom_folder_holding_two_series_is_refused(shared_data, tmp_path):
+    files = sorted((shared_data / "dicom_ct").iterdir())
+    for f in files:
+        shutil.copy(f, tmp_path / f.name)
+    second = pydicom.uid.generate_uid()
+    for f in files[:3]:  # a second series: same slices, another series UID
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = second
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(tmp_path / f"second_{f.name}")
+    with pytest.raises(ValueError, match="holds 2 DICOM series") as raised:
+        find_scans(str(tmp_path))
+    assert str(tmp_path) in str(raised.value)
+
+
+def test_a_one_slice_dicom_series_is_a_2d_image(shared_data, tmp_path):
+    first = sorted((shared_data / "dicom_ct").iterdir())[0]
+    shutil.copy(first, tmp_path / first.name)
+    with pytest.raises(ValueError, match="2D image"):
+        find_scans(str(tmp_path))
