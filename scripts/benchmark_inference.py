@@ -8,13 +8,19 @@ Each setup runs in a fresh process (so peak memory is its own): the network is b
 initialisation (timing does not depend on the weights), a random volume of ``shape`` voxels (already on the
 network's grid) is segmented into a label map (argmax over 21 classes) under ``torch.inference_mode`` on the CPU:
 
-- ``dual_path_<T>``: ``DualPathResNet3D()`` (653,413 parameters), ``ExactTiledInferer(tile_size=T)``, labels only;
+- ``dual_path_<T>``: ``DualPathResNet3D()`` (653,413 parameters) as ``inference.json`` runs it: channels-last
+  weights, ``ExactTiledInferer(tile_size=T, channels_last=True)`` (the low path once per volume), labels only;
+- ``dual_path_<T>_per_tile``: the same network seen as a plain valid-convolution network (its low path recomputed
+  on every tile's margin) in the default memory format, for comparison;
 - ``unet``: MONAI ``UNet(3, 1, 21, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2,
   norm="batch")`` as in spleen_ct_segmentation (21 output classes instead of 2, for this task), then
   ``sliding_window_inference(roi_size=96^3, sw_batch_size=4, overlap=0.5)`` (the spleen bundle's inferer), argmax;
 - ``lcc``: MONAI ``KeepLargestConnectedComponent`` for the 20 structures (the optional post-processing) on the
   real TotalSegmentator label map of ``../shared/data/totalseg-example`` mapped to the label table and resized
-  (nearest) to ``shape``.
+  (nearest) to ``shape``;
+- ``bundle``: ``python -m monai.bundle run inference`` end to end on a NIfTI of ``shape`` voxels at the training
+  spacing (1 x 1 x 1.5 mm) with a paper-size ``model.pt``: loading, preprocessing, inference, largest component,
+  resampling back, writing the label map (peak memory of the process tree).
 
 Prints a Markdown table: seconds, peak resident memory of the process, and its resident memory before inference
 (libraries, network and input volume loaded).
@@ -36,7 +42,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("AUTOLR_SHARED_DATA", REPO.parent / "shared" / "data" / "totalseg-example"))
-SETUPS = ("dual_path_96", "dual_path_160", "dual_path_192", "unet", "lcc")
+SETUPS = ("dual_path_40", "dual_path_96", "unet", "lcc", "bundle")
 NUM_CLASSES = 21
 
 
@@ -57,8 +63,15 @@ def _segmenter(setup: str):
         from autolr_monai.networks import DualPathResNet3D
 
         net = DualPathResNet3D(out_channels=NUM_CLASSES).eval()
-        inferer = ExactTiledInferer(tile_size=int(setup.rsplit("_", 1)[1]), output="labels")
-        return (lambda x: inferer(x, net)), sum(p.numel() for p in net.parameters())
+        parameters = sum(p.numel() for p in net.parameters())
+        tile = int(setup.split("_")[2])
+        if setup.endswith("_per_tile"):
+            inferer = ExactTiledInferer(tile_size=tile, margin=net.input_margin, alignment=net.downsample,
+                                        output="labels")  # fmt: skip
+            return (lambda x: inferer(x, lambda t: net(t))), parameters  # a plain callable: no shared low path
+        net = net.to(memory_format=torch.channels_last_3d)
+        inferer = ExactTiledInferer(tile_size=tile, output="labels", channels_last=True)
+        return (lambda x: inferer(x, net)), parameters
     if setup == "unet":
         from monai.inferers import sliding_window_inference
         from monai.networks.nets import UNet
@@ -86,10 +99,39 @@ def _real_label_map(shape: tuple[int, int, int]) -> torch.Tensor:
     return Resize(spatial_size=shape, mode="nearest")(label).as_tensor().to(torch.uint8)
 
 
+def _bundle_run(shape: tuple[int, int, int], seed: int) -> dict:
+    """``run inference`` in a child process on a written NIfTI; wall time and the process tree's peak memory."""
+    import tempfile
+
+    import nibabel as nib
+    import numpy as np
+
+    from autolr_monai.networks import DualPathResNet3D
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(seed)
+        volume = rng.normal(0, 200, shape).astype(np.int16)
+        nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 1.5, 1.0])), f"{tmp}/scan.nii.gz")
+        torch.save(DualPathResNet3D(out_channels=NUM_CLASSES).state_dict(), f"{tmp}/model.pt")
+        command = [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
+                   str(REPO / "bundle" / "configs" / "inference.json"), "--input", f"{tmp}/scan.nii.gz",
+                   "--output_dir", f"{tmp}/out", "--checkpoint", f"{tmp}/model.pt"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, cwd=tmp)
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    return {"seconds": round(seconds, 1), "peak_rss_gib": round(peak, 2), "rss_before_gib": None,
+            "parameters": 653_413, "output_shape": list(shape)}  # fmt: skip
+
+
 def measure(setup: str, shape: tuple[int, int, int] = (512, 512, 300), seed: int = 0) -> None:
     """One setup in this process; prints its figures as one line of JSON."""
     torch.manual_seed(seed)
     shape = tuple(int(s) for s in shape)
+    if setup == "bundle":
+        result = {"setup": setup, "shape": list(shape), **_bundle_run(shape, seed), "threads": torch.get_num_threads()}
+        print(json.dumps(result))
+        return
     if setup == "lcc":
         from monai.transforms import KeepLargestConnectedComponent
 
@@ -123,7 +165,8 @@ def run(setups: list[str] | tuple[str, ...] = SETUPS, shape: tuple[int, int, int
     print("| setup | parameters | seconds | peak memory (GiB) | memory before inference (GiB) |")
     print("|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['setup']} | {r['parameters']:,} | {r['seconds']} | {r['peak_rss_gib']} | {r['rss_before_gib']} |")
+        before = "-" if r["rss_before_gib"] is None else r["rss_before_gib"]
+        print(f"| {r['setup']} | {r['parameters']:,} | {r['seconds']} | {r['peak_rss_gib']} | {before} |")
 
 
 if __name__ == "__main__":

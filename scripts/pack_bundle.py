@@ -4,8 +4,8 @@
         --overlays "['bundle/configs/demo.json']" --output dist/autolr_dualpath_ct.zip
 
 The zip holds one folder ``<name>/`` in the zoo layout: ``configs/`` (all of the bundle's configs), ``docs/``,
-``LICENSE``, ``models/model.pt`` (the checkpoint, checked against the network first) and ``models/model.ts`` (its
-TorchScript export by MONAI's ``ckpt_export``), ``large_files.yml`` (the weights' MD5 and ``--weights_url``, for
+``LICENSE``, ``models/model.pt`` (the checkpoint's weights, checked against the network, on the CPU) and
+``models/model.ts`` (their TorchScript export by MONAI's ``ckpt_export``), ``large_files.yml`` (the weights' MD5 and ``--weights_url``, for
 MONAI's ``download_large_files`` once the weights are hosted) and ``scripts/`` (the bundle's ``scripts/__init__.py``
 plus a copy of the ``autolr_monai`` package): unzipped where ``autolr_monai`` is not installed,
 ``python -m monai.bundle run inference --config_file <name>/configs/inference.json --input <scan>`` still runs.
@@ -25,6 +25,7 @@ import zipfile
 from pathlib import Path
 
 import fire
+import torch
 from monai.bundle import ConfigParser, ckpt_export
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,14 +49,16 @@ def _merge_into_inference(configs: Path, overlays: list[str]) -> list[str]:
     return applied
 
 
-def _check_checkpoint(configs: Path, checkpoint: Path) -> None:
-    """Fail before packing when the weights do not fit the packed network (``load_model`` names the mismatch)."""
+def _write_weights(configs: Path, checkpoint: Path, target: Path) -> None:
+    """The checkpoint's weights as a bare CPU ``state_dict`` at ``target``, after checking that they fit the packed
+    network (``load_model`` names a mismatch): a GPU checkpoint or a single run's full checkpoint becomes what
+    ``ckpt_export`` and the zoo expect."""
     from autolr_monai.inference import load_model
 
     parser = ConfigParser()
     parser.read_config(str(configs / "inference.json"))
     parser.read_meta(str(configs / "metadata.json"))
-    load_model(parser.get_parsed_content("network_def"), str(checkpoint))
+    torch.save(load_model(parser.get_parsed_content("network_def"), str(checkpoint)).state_dict(), target)
 
 
 def _md5(path: Path) -> str:
@@ -99,8 +102,7 @@ def pack(
         models = root / "models"
         models.mkdir()
         if checkpoint:
-            _check_checkpoint(root / "configs", Path(checkpoint))
-            shutil.copy2(checkpoint, models / "model.pt")
+            _write_weights(root / "configs", Path(checkpoint), models / "model.pt")
             if torchscript:
                 ckpt_export(net_id="network_def", filepath=str(models / "model.ts"), ckpt_file=str(models / "model.pt"),
                             meta_file=str(root / "configs" / "metadata.json"),

@@ -83,7 +83,8 @@ def test_scores_come_from_the_original_label_not_the_resampled_one(phantoms):
         assert check(scores["liver"][0]), scores["liver"]
 
 
-@pytest.mark.parametrize("overlay,isample,label", [(None, "true", "AutoLR + isample"), ("sched_b.json", "false", "Sched B")])
+@pytest.mark.parametrize("overlay,isample,label",
+                         [(None, "true", "AutoLR + isample"), ("sched_b.json", "false", "Sched B")])  # fmt: skip
 def test_method_names_follow_the_training_configuration(phantoms, overlay, isample, label):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / f) for f in ("train.json", *([overlay] if overlay else []), "evaluate.json")])

@@ -4,6 +4,7 @@ installed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -59,7 +60,8 @@ def test_metadata_lists_the_pinned_package_versions():
     assert meta["numpy_version"] == pins["numpy"]
     for package, version in meta["required_packages_version"].items():
         assert pins[package.lower()] == version, package
-    assert {"pytorch-ignite", "nibabel", "itk", "highdicom", "pydicom", "pyyaml"} <= set(meta["required_packages_version"])
+    required = set(meta["required_packages_version"])
+    assert {"pytorch-ignite", "nibabel", "itk", "highdicom", "pydicom", "pyyaml"} <= required
 
 
 def test_verify_metadata_against_the_offline_schema(tmp_path):
@@ -134,7 +136,8 @@ def test_packed_zip_runs_inference_where_autolr_monai_is_not_installed(shared_da
         assert f"autolr_dualpath_ct/{name}" in names, name
     assert not any("__pycache__" in n for n in names)
     large = ConfigParser.load_config_file(str(bundle / "large_files.yml"))["large_files"]
-    assert [f["hash_val"] for f in large][0] == __import__("hashlib").md5((bundle / "models/model.pt").read_bytes()).hexdigest()
+    assert large[0]["path"] == "models/model.pt"
+    assert large[0]["hash_val"] == hashlib.md5((bundle / "models" / "model.pt").read_bytes()).hexdigest()
 
     python = _python_without_autolr_monai(tmp_path / "env")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -147,3 +150,11 @@ def test_packed_zip_runs_inference_where_autolr_monai_is_not_installed(shared_da
     _ok(result)
     source, seg = nib.load(shared_data / "ct.nii.gz"), nib.load(tmp_path / "out" / "ct_seg.nii.gz")
     assert seg.shape == source.shape and np.array_equal(seg.affine, source.affine)
+
+
+def test_pack_refuses_weights_that_do_not_fit_the_packed_network(tmp_path):
+    torch.save(DualPathResNet3D(**TINY_NETWORK).state_dict(), tmp_path / "tiny.pt")
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "pack_bundle.py"), "--output", str(tmp_path / "b.zip"),
+                           "--checkpoint", str(tmp_path / "tiny.pt")], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode != 0 and "does not fit the configured network_def" in done.stderr
+    assert not (tmp_path / "b.zip").exists()

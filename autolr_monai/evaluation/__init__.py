@@ -1,4 +1,5 @@
-"""Evaluation like the paper's Table 2: per-organ Dice and HD95 on the original grid, with and without post-processing."""
+"""Evaluation like the paper's Table 2: per-organ Dice and HD95 on the original grid, with and without the
+post-processing."""
 
 from .handler import OrganMetrics, case_name
 from .metrics import on_prediction_grid, structure_metrics, voxel_spacing

@@ -44,7 +44,8 @@ def check_volume_file(path: Path) -> None:
 
     io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
     if io is None:
-        raise ValueError(f"{path}: not a readable image (corrupt or truncated file, or not a {'/'.join(VOLUME_SUFFIXES)} volume)")
+        raise ValueError(f"{path}: not a readable image (corrupt or truncated, or not a "
+                         f"{'/'.join(VOLUME_SUFFIXES)} volume)")  # fmt: skip
     io.SetFileName(str(path))
     try:
         io.ReadImageInformation()
@@ -97,8 +98,9 @@ def _scans_in_folder(folder: Path) -> list[Path]:
     if not scans:
         raise ValueError(f"{folder} holds no NIfTI files ({', '.join(VOLUME_SUFFIXES)}) and no DICOM series folders")
     if ignored:
+        names = ", ".join(p.name for p in ignored[:10]) + (" ..." if len(ignored) > 10 else "")
         logger.warning("%s: ignoring %d entries that are neither volumes nor DICOM series folders: %s", folder,
-                       len(ignored), ", ".join(p.name for p in ignored[:10]) + (" ..." if len(ignored) > 10 else ""))  # fmt: skip
+                       len(ignored), names)  # fmt: skip
     return scans
 
 

@@ -48,8 +48,9 @@ def load_model(
     unexpected = sorted(set(state) - set(own))
     reshaped = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or reshaped:
-        details = "; ".join(f"{name}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for name, keys in
-                            (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped)) if keys)  # fmt: skip
+        groups = (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        details = "; ".join(f"{name}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for name, keys in groups
+                            if keys)  # fmt: skip
         raise ValueError(f"checkpoint {path} does not fit the configured network_def ({details}): load it with the "
                          "config overlays it was trained with, e.g. bundle/configs/demo.json for the demo")  # fmt: skip
     network.load_state_dict(state)
