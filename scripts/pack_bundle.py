@@ -5,8 +5,8 @@
 
 The zip holds one folder ``<name>/`` in the zoo layout: ``configs/`` (all of the bundle's configs), ``docs/``,
 ``LICENSE``, ``models/model.pt`` (the checkpoint's weights, checked against the network, on the CPU) and
-``models/model.ts`` (their TorchScript export by MONAI's ``ckpt_export``), ``large_files.yml`` (the weights' MD5 and ``--weights_url``, for
-MONAI's ``download_large_files`` once the weights are hosted) and ``scripts/`` (the bundle's ``scripts/__init__.py``
+``models/model.ts`` (their TorchScript export by MONAI's ``ckpt_export``), ``large_files.yml`` (the weights' MD5
+and ``--weights_url``, for MONAI's ``download_large_files`` once the weights are hosted) and ``scripts/`` (the bundle's ``scripts/__init__.py``
 plus a copy of the ``autolr_monai`` package): unzipped where ``autolr_monai`` is not installed,
 ``python -m monai.bundle run inference --config_file <name>/configs/inference.json --input <scan>`` still runs.
 
@@ -74,8 +74,9 @@ def _large_files(models: Path, weights_url: str) -> str:
              "# them once they are hosted at the url (written by scripts/pack_bundle.py --weights_url).",
              "large_files:"]  # fmt: skip
     for weights in sorted(models.iterdir()):
-        lines += [f'  - path: "models/{weights.name}"', f'    url: "{weights_url.rstrip("/")}/{weights.name}"'
-                  if weights_url else '    url: ""', f'    hash_val: "{_md5(weights)}"', '    hash_type: "md5"']  # fmt: skip
+        url = f"{weights_url.rstrip('/')}/{weights.name}" if weights_url else ""
+        lines += [f'  - path: "models/{weights.name}"', f'    url: "{url}"', f'    hash_val: "{_md5(weights)}"',
+                  '    hash_type: "md5"']  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -110,3 +110,24 @@ def test_metadata_documents_the_label_table():
     assert pred["num_channels"] == len(LABEL_NAMES)
     listed = "; ".join(f"{v}: {n}" for v, n in LABEL_NAMES.items())
     assert meta["label_classes"] == meta["pred_classes"] == listed
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({}, ["KeepLargestConnectedComponentd", "Invertd", "CastToTyped", "CheckOriginalGridd", "SaveImaged",
+          "SaveDicomSegd"]),
+    ({"largest_component": "false", "dicom_seg": "false"}, ["Invertd", "CastToTyped", "CheckOriginalGridd",
+                                                             "SaveImaged"]),
+    ({"save_probabilities": "true"}, ["CopyItemsd", "AsDiscreted", "Invertd", "CheckOriginalGridd", "SaveImaged",
+                                      "KeepLargestConnectedComponentd", "Invertd", "CastToTyped",
+                                      "CheckOriginalGridd", "SaveImaged", "SaveDicomSegd"]),
+], ids=["default", "no-filter-no-seg", "probabilities"])  # fmt: skip
+def test_inference_flags_compose_the_postprocessing(flags, expected, tmp_path):
+    parser = _inference_parser()
+    parser.update({"input": str(tmp_path), "output_dir": str(tmp_path), "data_root": str(tmp_path), **flags})
+    steps = parser.get_parsed_content("postprocessing").transforms
+    assert [type(t).__name__ for t in steps] == expected
+    inferer = parser.get_parsed_content("inferer")
+    assert inferer.output == ("probabilities" if flags.get("save_probabilities") == "true" else "labels")
+    cpu = not torch.cuda.is_available()
+    assert inferer.tile_size == ((40,) * 3 if cpu else (96,) * 3) and inferer.tiles_per_batch == (1 if cpu else 4)
+    assert inferer.memory_format == torch.channels_last_3d

@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
-from autolr_monai.data import write_phantom_dataset
+from autolr_monai.data import label_value, write_phantom_dataset
 from autolr_monai.data.totalseg import totalseg_label_mapping
 from autolr_monai.evaluation import on_prediction_grid, structure_metrics, voxel_spacing
 from autolr_monai.networks import DualPathResNet3D
@@ -83,6 +83,22 @@ def test_scores_come_from_the_original_label_not_the_resampled_one(phantoms):
         assert check(scores["liver"][0]), scores["liver"]
 
 
+def test_largest_component_filter_removes_an_island_from_the_postprocessed_prediction_only(phantoms):
+    parser = _parser(phantoms, spacing=[6.0, 6.0, 8.0])
+    data = parser.get_parsed_content("evaluation#preprocessing")(parser.get_parsed_content("evaluation#datalist")[0])
+    pred = data["label"].clone()
+    liver = label_value("liver")
+    background = torch.nonzero(pred[0] == 0)
+    far = background[torch.argmax(background.float().sum(1))]  # a background voxel far from the origin corner
+    pred[(0, *far.tolist())] = liver  # a one-voxel island of liver
+    data["pred"] = MetaTensor(pred, meta=dict(data["image"].meta))
+    out = parser.get_parsed_content("evaluation#postprocessing")(data)
+    original = on_prediction_grid(out["original_label"], out["pred"])
+    raw, filtered = (structure_metrics(out[k], original, voxel_spacing(out[k]))["liver"][0]
+                     for k in ("pred", "postprocessed"))  # fmt: skip
+    assert filtered == 1.0 and raw < 1.0  # one voxel too many: below 1 without the filter
+
+
 @pytest.mark.parametrize("overlay,isample,label",
                          [(None, "true", "AutoLR + isample"), ("sched_b.json", "false", "Sched B")])  # fmt: skip
 def test_method_names_follow_the_training_configuration(phantoms, overlay, isample, label):
@@ -102,8 +118,7 @@ def test_bundle_cli_writes_table2(phantoms, tmp_path):
     torch.save(net.state_dict(), run_dir / "model.pt")
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'demo.json'}','{CONFIGS / 'evaluate.json'}']"
     result = run_bundle("evaluate", configs, tmp_path, datalist=str(phantoms), run_dir=str(run_dir),
-                        num_workers=0, **{k: v for k, v in TINY.items() if k in ("spacing", "inference_tile",
-                                                                               "network_def")})  # fmt: skip
+                        num_workers=0, eval_tile=16, **{k: v for k, v in TINY.items() if k in ("spacing", "network_def")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = run_dir / "evaluation"
     table = (out / "table2.md").read_text()

@@ -16,6 +16,7 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 
+from autolr_monai.data import write_phantom_dataset
 from autolr_monai.networks import DualPathResNet3D
 from tests.conftest import REPO, TINY_NETWORK, copy_series_with_uids
 
@@ -94,18 +95,27 @@ def test_a_folder_of_scans_and_a_series_whose_uids_were_blanked(shared_data, tmp
     assert "no DICOM SEG written" in result.stdout + result.stderr  # said, not silent
 
 
+@pytest.fixture(scope="module")
+def phantom_scan(tmp_path_factory) -> Path:
+    """A synthetic scan, for the tests that need some scan but not a real one (they run without ../shared)."""
+    folder = tmp_path_factory.mktemp("phantom")
+    datalist = write_phantom_dataset(str(folder), n_cases=1, seed=7, spacing=(6.0, 6.0, 8.0))
+    return Path(datalist).parent / "imagesTr" / "phantom_000.nii.gz"
+
+
 @pytest.mark.parametrize(
     "input,overrides,message",
     [
         ("missing.nii.gz", {}, "does not exist"),
         ("empty", {}, "is empty"),
-        ("ct.nii.gz", {"network_def#high_blocks": [["conv", 8], ["RA", 8]]}, "does not fit the configured network_def"),
+        ("phantom", {"network_def#high_blocks": [["conv", 8], ["RA", 8]]}, "does not fit the configured network_def"),
     ],
     ids=["missing-input", "empty-folder", "checkpoint-of-another-network"],
 )
-def test_bad_input_stops_with_a_message_naming_it(shared_data, tmp_path, checkpoint, input, overrides, message):
+def test_bad_input_stops_with_a_message_naming_it(phantom_scan, tmp_path, checkpoint, input, overrides, message):
     (tmp_path / "empty").mkdir()
-    path = shared_data / input if input == "ct.nii.gz" else tmp_path / input
+    path = phantom_scan if input == "phantom" else tmp_path / input
     result = infer(tmp_path, path, checkpoint, **overrides)
     assert result.returncode != 0 and message in result.stderr
+    assert str(checkpoint if input == "phantom" else path) in result.stderr
     assert not (tmp_path / "out").exists()

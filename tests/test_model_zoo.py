@@ -22,7 +22,7 @@ from monai.bundle import ConfigParser
 
 from autolr_monai.networks import DualPathResNet3D
 from tests.conftest import REPO, TINY_NETWORK
-from tests.test_inference_bundle import TINY
+from tests.test_inference_bundle import TINY, phantom_scan  # noqa: F401 (a fixture)
 
 BUNDLE = REPO / "bundle"
 SCHEMA = REPO.parent / "shared" / "monai-schema" / "meta_schema_20240725.json"
@@ -61,7 +61,7 @@ def test_metadata_lists_the_pinned_package_versions():
     for package, version in meta["required_packages_version"].items():
         assert pins[package.lower()] == version, package
     required = set(meta["required_packages_version"])
-    assert {"pytorch-ignite", "nibabel", "itk", "highdicom", "pydicom", "pyyaml"} <= required
+    assert {"pytorch-ignite", "nibabel", "itk", "highdicom", "pydicom", "pyyaml", "scikit-image", "tqdm"} <= required
 
 
 def test_verify_metadata_against_the_offline_schema(tmp_path):
@@ -112,7 +112,7 @@ def _python_without_autolr_monai(root: Path) -> Path:
     return python
 
 
-def test_packed_zip_runs_inference_where_autolr_monai_is_not_installed(shared_data, tmp_path):
+def test_packed_zip_runs_inference_where_autolr_monai_is_not_installed(phantom_scan, tmp_path):
     torch.manual_seed(3)
     net = DualPathResNet3D(**TINY_NETWORK)
     for p in net.parameters():
@@ -143,18 +143,21 @@ def test_packed_zip_runs_inference_where_autolr_monai_is_not_installed(shared_da
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     probe = subprocess.run([str(python), "-c", "import autolr_monai"], cwd=tmp_path, env=env, capture_output=True)
     assert probe.returncode != 0  # the package is not importable there
-    result = subprocess.run([str(python), "-m", "monai.bundle", "run", "inference", "--config_file",
-                             str(bundle / "configs" / "inference.json"), "--input", str(shared_data / "ct.nii.gz"),
-                             "--output_dir", str(tmp_path / "out"), "--num_workers", "0"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    _ok(result)
-    source, seg = nib.load(shared_data / "ct.nii.gz"), nib.load(tmp_path / "out" / "ct_seg.nii.gz")
-    assert seg.shape == source.shape and np.array_equal(seg.affine, source.affine)
+    for run_id in (["inference"], []):  # `run inference`, and the zoo's plain `run`
+        out = tmp_path / f"out_{'_'.join(run_id) or 'run'}"
+        result = subprocess.run([str(python), "-m", "monai.bundle", "run", *run_id, "--config_file",
+                                 str(bundle / "configs" / "inference.json"), "--input", str(phantom_scan),
+                                 "--output_dir", str(out), "--num_workers", "0"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        _ok(result)
+        source, seg = nib.load(phantom_scan), nib.load(out / "phantom_000_seg.nii.gz")
+        assert seg.shape == source.shape and np.array_equal(seg.affine, source.affine)
 
 
 def test_pack_refuses_weights_that_do_not_fit_the_packed_network(tmp_path):
     torch.save(DualPathResNet3D(**TINY_NETWORK).state_dict(), tmp_path / "tiny.pt")
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "pack_bundle.py"), "--output", str(tmp_path / "b.zip"),
-                           "--checkpoint", str(tmp_path / "tiny.pt")], capture_output=True, text=True, timeout=600)  # fmt: skip
+    command = [sys.executable, str(REPO / "scripts" / "pack_bundle.py"), "--output", str(tmp_path / "b.zip"),
+               "--checkpoint", str(tmp_path / "tiny.pt")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0 and "does not fit the configured network_def" in done.stderr
     assert not (tmp_path / "b.zip").exists()

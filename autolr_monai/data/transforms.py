@@ -16,6 +16,10 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 
+#: How far (mm) two affines may differ and still describe one voxel grid (image and label, prediction and scan).
+GRID_TOLERANCE_MM = 1e-2
+
+
 def _source(data: Mapping, key: Hashable) -> str:
     value = data[key]
     meta = value.meta if isinstance(value, MetaTensor) else {}
@@ -36,7 +40,8 @@ class CheckImageLabeld(MapTransform):
     """
 
     def __init__(
-        self, image_key: str = "image", label_key: str | None = "label", num_classes: int = 21, atol_mm: float = 1e-2
+        self, image_key: str = "image", label_key: str | None = "label", num_classes: int = 21,
+        atol_mm: float = GRID_TOLERANCE_MM
     ) -> None:
         super().__init__([image_key] + ([label_key] if label_key else []))
         self.image_key, self.label_key, self.num_classes, self.atol_mm = image_key, label_key, num_classes, atol_mm

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor
+
+from autolr_monai.inference.inputs import scan_stem
 
 from .metrics import on_prediction_grid, structure_metrics, voxel_spacing
 from .report import Score, write_reports
@@ -15,14 +16,12 @@ from .report import Score, write_reports
 logger = logging.getLogger("autolr_monai.evaluation")
 
 
-def case_name(image) -> str:
-    """The scan's file or DICOM folder name without its extension."""
-    source = str(image.meta.get("filename_or_obj", "case")) if isinstance(image, MetaTensor) else "case"
-    name = Path(source.rstrip("/")).name
-    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+def case_name(image, root: str) -> str:
+    """The case's name: its scan's path below ``root`` without the volume suffix (``s0001/ct``), as inference names
+    its outputs."""
+    if not isinstance(image, MetaTensor) or "filename_or_obj" not in image.meta:
+        raise ValueError("the evaluated image has no meta['filename_or_obj'] to name its case by")
+    return scan_stem(str(image.meta["filename_or_obj"]), root)
 
 
 class OrganMetrics:
@@ -35,6 +34,8 @@ class OrganMetrics:
         output_dir: where the tables go.
         methods: ``{row name in the tables: prediction key}``, e.g. ``{"AutoLR + isample": "pred"}``; predictions
             must already be on the original grid (MONAI ``Invertd``).
+        case_root: the folder the case names are relative to (``scans_root`` of the evaluated datalist), so that
+            ``s0001/ct.nii.gz`` and ``s0002/ct.nii.gz`` are two cases; a name that repeats raises ``ValueError``.
         label_key: the original label map, loaded without resampling.
         image_key: names the case (its file name).
 
@@ -43,11 +44,12 @@ class OrganMetrics:
     false positive; here each structure is scored from its two binary masks (``structure_metrics``).
     """
 
-    def __init__(self, output_dir: str, methods: dict[str, str], label_key: str = "original_label",
+    def __init__(self, output_dir: str, methods: dict[str, str], case_root: str, label_key: str = "original_label",
                  image_key: str = "image") -> None:  # fmt: skip
         if not methods:
             raise ValueError("OrganMetrics needs at least one method: {row name: prediction key}")
-        self.output_dir, self.methods, self.label_key, self.image_key = output_dir, dict(methods), label_key, image_key
+        self.output_dir, self.methods, self.case_root = output_dir, dict(methods), case_root
+        self.label_key, self.image_key = label_key, image_key
         self.scores: list[Score] = []
 
     def attach(self, engine: Engine) -> None:
@@ -61,7 +63,9 @@ class OrganMetrics:
     def _collect(self, engine: Engine) -> None:
         for batch_item, output_item in zip(engine.state.batch, engine.state.output):
             item = {**batch_item, **output_item}
-            case = case_name(item[self.image_key])
+            case = case_name(item[self.image_key], self.case_root)
+            if any(s.case == case for s in self.scores):
+                raise ValueError(f"two evaluated cases are named {case} (below {self.case_root}): rename one")
             reference = item[next(iter(self.methods.values()))]
             label = on_prediction_grid(item[self.label_key], reference)
             spacing = voxel_spacing(reference)

@@ -13,6 +13,7 @@ from monai.transforms import Orientation
 from nibabel.orientations import aff2axcodes
 
 from autolr_monai.data.labels import LABELS, Structure
+from autolr_monai.data.transforms import GRID_TOLERANCE_MM
 
 
 def _source(x: torch.Tensor) -> str:
@@ -20,10 +21,10 @@ def _source(x: torch.Tensor) -> str:
 
 
 def _affine(x: torch.Tensor) -> np.ndarray:
-    return np.asarray(x.affine if isinstance(x, MetaTensor) else np.eye(4), dtype=np.float64)
+    return np.asarray(x.affine.cpu() if isinstance(x, MetaTensor) else np.eye(4), dtype=np.float64)
 
 
-def on_prediction_grid(label: torch.Tensor, pred: torch.Tensor, atol_mm: float = 1e-3) -> torch.Tensor:
+def on_prediction_grid(label: torch.Tensor, pred: torch.Tensor, atol_mm: float = GRID_TOLERANCE_MM) -> torch.Tensor:
     """``label`` (channel first) on the voxel grid of ``pred``: as it is, or reoriented when it was stored with
     other axis directions. Raises ``ValueError`` naming both files when the grids differ otherwise."""
     if tuple(label.shape) != tuple(pred.shape) or not np.allclose(_affine(label), _affine(pred), atol=atol_mm):
@@ -50,7 +51,7 @@ def structure_metrics(
     percentile, symmetric, in mm with ``spacing``) on the structure's binary masks, one structure at a time so that
     memory stays at two masks whatever the number of classes.
     """
-    pred, label = torch.as_tensor(pred), torch.as_tensor(label)
+    pred, label = torch.as_tensor(pred).cpu(), torch.as_tensor(label).cpu()
     spacing = list(spacing)
     scores: dict[str, tuple[float, float]] = {}
     for structure in structures:

@@ -5,10 +5,12 @@ inference with the network, the label table and this package only.
 """
 
 from .dicom_seg import SaveDicomSegd, UnreferenceableSeriesError, write_dicom_seg
-from .inputs import find_scans
+from .inputs import find_scans, scan_stem, scans_root
 from .model import load_model
+from .outputs import CheckOriginalGridd, ScanFolderLayout
 from .tiled import ExactTiledInferer
 
 __all__ = [
-    "ExactTiledInferer", "SaveDicomSegd", "UnreferenceableSeriesError", "find_scans", "load_model", "write_dicom_seg",
+    "CheckOriginalGridd", "ExactTiledInferer", "SaveDicomSegd", "ScanFolderLayout", "UnreferenceableSeriesError",
+    "find_scans", "load_model", "scan_stem", "scans_root", "write_dicom_seg",
 ]  # fmt: skip

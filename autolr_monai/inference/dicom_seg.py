@@ -34,6 +34,8 @@ from pydicom.sr.coding import Code
 from autolr_monai import __version__
 from autolr_monai.data.labels import LABEL_NAMES
 
+from .outputs import ScanFolderLayout
+
 logger = logging.getLogger("autolr_monai.inference")
 
 ALGORITHM_NAME = "autolr-monai DualPathResNet3D"
@@ -276,8 +278,9 @@ class SaveDicomSegd(MapTransform):
 
     For each key, when the image's source (``data[image_key].meta["filename_or_obj"]``) is a folder, i.e. a DICOM
     series, writes ``data[key]`` (a label map MetaTensor (1, X, Y, Z) on that series' grid, with its own affine)
-    to ``<output_dir>/<folder name>_<output_postfix>.dcm`` with ``write_dicom_seg``. With ``data_root_dir`` the
-    folders between it and the series folder are kept below ``output_dir``, as ``SaveImaged`` does. Scans read
+    to ``<output_dir>/<folder name>_<output_postfix>.dcm`` with ``write_dicom_seg`` (``ScanFolderLayout``, the
+    naming of the NIfTI outputs: with ``data_root_dir`` the folders between it and the series folder are kept
+    below ``output_dir``). Scans read
     from files (NIfTI and other volumes) have no DICOM instances to reference: they are skipped by design, their
     NIfTI output being ``SaveImaged``'s. A series whose UIDs were blanked (``UnreferenceableSeriesError``) gets no
     SEG either, with a warning naming it and the missing attributes, so that one such scan does not stop the
@@ -295,17 +298,8 @@ class SaveDicomSegd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.output_dir, self.image_key, self.output_postfix = Path(output_dir), image_key, output_postfix
-        self.data_root_dir = Path(data_root_dir) if data_root_dir else None
-
-    def _output_path(self, series_dir: Path) -> Path:
-        folder = self.output_dir
-        if self.data_root_dir is not None:
-            try:
-                folder = folder / series_dir.parent.resolve().relative_to(self.data_root_dir.resolve())
-            except ValueError:
-                raise ValueError(f"{series_dir} is not inside data_root_dir {self.data_root_dir}") from None
-        return folder / f"{series_dir.name}_{self.output_postfix}.dcm"
+        self.image_key = image_key
+        self.layout = ScanFolderLayout(output_dir, output_postfix, ".dcm", data_root_dir or None)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)
@@ -322,7 +316,7 @@ class SaveDicomSegd(MapTransform):
                 raise ValueError(f"{key!r} for {series_dir}: expected a MetaTensor (its affine places the label map), "
                                  f"got {type(pred).__name__}")  # fmt: skip
             try:
-                write_dicom_seg(pred, pred.affine, series_dir, self._output_path(series_dir))
+                write_dicom_seg(pred, pred.affine, series_dir, self.layout.filename(subject=str(series_dir)))
             except UnreferenceableSeriesError as e:
                 logger.warning("no DICOM SEG written (the NIfTI label map is): %s", e)
         return d

@@ -2,12 +2,15 @@
 
 Each scan is checked before anything is loaded (its header only), so that a wrong path, an empty folder, a file
 that is not an image, a folder holding several DICOM series or a 2D image is reported by name at once rather than
-as a traceback from deep inside a reader after minutes of inference on the other scans.
+as a traceback from deep inside a reader after minutes of inference on the other scans. Each scan also gets its
+output name here (``scan_stem``), one rule for every file written about it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from autolr_monai.data.datalist import load_datalist
@@ -22,8 +25,44 @@ def _is_volume_file(path: Path) -> bool:
     return path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
+def scan_name(path: str | os.PathLike) -> str:
+    """A scan's name: its file name without the volume suffix, or its DICOM folder's whole name (series folders
+    are often named by UID, dots included, which ``os.path.splitext`` would cut)."""
+    name = Path(str(path).rstrip("/\\")).name
+    suffix = next((s for s in VOLUME_SUFFIXES if name.lower().endswith(s)), "")
+    return name[: len(name) - len(suffix)] if suffix and not Path(path).is_dir() else name
+
+
+def scans_root(scans: Sequence[dict], key: str = "image") -> str:
+    """The deepest folder holding every scan: outputs keep the scans' folders below it."""
+    return os.path.commonpath([os.path.dirname(os.path.abspath(str(s[key]).rstrip("/\\"))) for s in scans])
+
+
+def scan_stem(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``<folders below root>/<scan name>``: the stem of every output file (and the case name in evaluations)."""
+    folder = os.path.relpath(os.path.dirname(os.path.abspath(str(path).rstrip("/\\"))), str(root))
+    return os.path.normpath(os.path.join(folder, scan_name(path)))
+
+
+def check_unique_stems(scans: Sequence[dict], key: str = "image") -> None:
+    """Raise ``ValueError`` when two scans would write the same output files (``scan.nii`` beside ``scan.nii.gz``,
+    ``ct.nii.gz`` beside a ``ct/`` series folder)."""
+    root, seen = scans_root(scans, key), {}
+    for scan in scans:
+        stem = scan_stem(scan[key], root)
+        if stem in seen:
+            raise ValueError(f"{seen[stem]} and {scan[key]} would both be written as {stem}: rename one of them")
+        seen[stem] = scan[key]
+
+
+def _is_dicomdir(path: Path) -> bool:
+    return path.name.upper() == "DICOMDIR"
+
+
 def _is_dicom_file(path: Path) -> bool:
-    """A DICOM Part 10 file (the "DICM" preamble marker) or a file named ``*.dcm``."""
+    """A DICOM Part 10 file (the "DICM" preamble marker) or a file named ``*.dcm``; not a DICOMDIR index."""
+    if _is_dicomdir(path):
+        return False
     if path.suffix.lower() == ".dcm":
         return True
     try:
@@ -83,10 +122,11 @@ def check_dicom_series(folder: Path) -> None:
 def _scans_in_folder(folder: Path) -> list[Path]:
     entries = _visible(folder)
     if not entries:
-        raise ValueError(f"{folder} is empty: expected NIfTI files, DICOM series folders, or the DICOM files of one series")
-    files = [p for p in entries if p.is_file()]
-    if any(_is_dicom_file(p) for p in files):
-        return [folder]  # the folder is one series
+        raise ValueError(f"{folder} is empty: expected NIfTI files, DICOM series folders, or the DICOM files of one "
+                         "series")  # fmt: skip
+    if any(p.is_file() and _is_dicom_file(p) for p in entries):  # the folder is one series
+        _warn_ignored(folder, [p for p in entries if not (p.is_file() and _is_dicom_file(p))], "next to its series")
+        return [folder]
     scans, ignored = [], []
     for entry in entries:
         if entry.is_file():
@@ -97,11 +137,14 @@ def _scans_in_folder(folder: Path) -> list[Path]:
             ignored.append(entry)
     if not scans:
         raise ValueError(f"{folder} holds no NIfTI files ({', '.join(VOLUME_SUFFIXES)}) and no DICOM series folders")
+    _warn_ignored(folder, ignored, "that are neither volumes nor DICOM series folders")
+    return scans
+
+
+def _warn_ignored(folder: Path, ignored: list[Path], why: str) -> None:
     if ignored:
         names = ", ".join(p.name for p in ignored[:10]) + (" ..." if len(ignored) > 10 else "")
-        logger.warning("%s: ignoring %d entries that are neither volumes nor DICOM series folders: %s", folder,
-                       len(ignored), names)  # fmt: skip
-    return scans
+        logger.warning("%s: ignoring %d entries %s: %s", folder, len(ignored), why, names)
 
 
 def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
@@ -109,7 +152,8 @@ def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
 
     ``input`` is a NIfTI (or NRRD/MHA) file, a folder holding the DICOM files of one series, a folder of such files
     and series folders (one level), or a datalist JSON whose ``datalist_key`` list has ``image`` entries. Raises
-    ``FileNotFoundError``/``ValueError`` naming the path and the problem.
+    ``FileNotFoundError``/``ValueError`` naming the path and the problem, also when two scans would get the same
+    output name (``check_unique_stems``).
     """
     if input is None or str(input).strip() == "":
         raise ValueError("no input given: pass --input with a NIfTI file, a DICOM series folder, a folder of either "
@@ -131,4 +175,6 @@ def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
             check_dicom_series(scan)
         else:
             check_volume_file(scan)
-    return [{"image": str(scan.absolute())} for scan in scans]
+    found = [{"image": str(scan.absolute())} for scan in scans]
+    check_unique_stems(found)
+    return found

@@ -32,12 +32,13 @@ class ExactTiledInferer(Inferer):
             same low-resolution grid as a whole-volume pass (the dual-path network's ``downsample``). Per volume,
             each axis is split into ``ceil(extent / tile_size)`` equal tiles (rounded up to ``alignment``), which
             keeps the padding beyond the volume small.
-        margin: per-side input margin; default: ``network.input_margin``.
+        margin: per-side input margin, the network's per-side loss of voxels (default: ``network.input_margin``);
+            a tile output of another size than the tile raises ``ValueError``.
         alignment: required multiple for ``tile_size``; default: ``network.downsample`` (1 if absent).
         tiles_per_batch: tiles stacked into one forward pass.
         output: ``"logits"``, ``"probabilities"`` (softmax over channels) or ``"labels"`` (argmax, uint8; the
             cheapest in memory, 1 byte per voxel instead of 4 per class).
-        device: where the output volume is assembled (default: the input's device); tiles run on the network's.
+        device: where the output volume is assembled (default: the input's device); tiles run on the input's.
         progress: show a progress bar over tiles.
         channels_last: feed the network channels-last (``torch.channels_last_3d``) tensors; with its weights in that
             layout too (``load_model(channels_last=True)``) oneDNN ran the dual-path network's full-resolution path
@@ -46,8 +47,8 @@ class ExactTiledInferer(Inferer):
 
     The volume is padded by edge replication (the training pipeline replicates edges too). A network with
     ``low_resolution_input(x)``, ``forward_with_low_features(x, low)``, a ``low`` path module, ``low_margin`` and
-    ``downsample`` (``DualPathResNet3D``) runs its low path once per volume, unless ``margin`` differs from its
-    ``input_margin`` or extra arguments are passed to the network.
+    ``downsample`` (``DualPathResNet3D``) runs its low path once per volume, unless extra arguments are passed to
+    the network.
     """
 
     def __init__(
@@ -84,18 +85,25 @@ class ExactTiledInferer(Inferer):
                 result = torch.empty(shape, dtype=pred.dtype, device=out_device)
             result[(slice(None), slice(None), *region)] = pred.to(out_device)
         assert result is not None
-        return convert_to_dst_type(result, inputs, dtype=result.dtype)[0] if isinstance(inputs, MetaTensor) else result
+        if isinstance(inputs, MetaTensor):
+            return convert_to_dst_type(result, inputs, dtype=result.dtype, device=result.device)[0]
+        return result
 
     def iter_tiles(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args, **kwargs
     ) -> Iterator[tuple[tuple[slice, ...], torch.Tensor]]:
         """Yield ``(region, prediction)`` per output tile: ``region`` indexes the spatial axes of ``inputs`` (tiles
-        are cropped at the volume's far edges), ``prediction`` is ``(B, C, *region extent)`` on the network's
-        device. Lets a caller reduce each tile (for example to an error map) without holding the whole output."""
+        are cropped at the volume's far edges), ``prediction`` is ``(B, C, *region extent)`` on the device the
+        network computes on (that of ``inputs``). Lets a caller reduce each tile (for example to an error map) without
+        holding the whole output."""
         margin = self.margin if self.margin is not None else int(getattr(network, "input_margin"))
-        alignment = self.alignment if self.alignment is not None else int(getattr(network, "downsample", 1))
-        if any(t < 1 or t % alignment for t in self.tile_size):
-            raise ValueError(f"tile_size {self.tile_size} must be positive multiples of {alignment}")
+        downsample = int(getattr(network, "downsample", 1))
+        alignment = self.alignment if self.alignment is not None else downsample
+        if alignment % downsample:
+            raise ValueError(f"alignment {alignment} must be a multiple of the network's downsample {downsample}: "
+                             "tiles must see the low-resolution grid of a whole-volume pass")  # fmt: skip
+        if len(self.tile_size) != 3 or any(t < 1 or t % alignment for t in self.tile_size):
+            raise ValueError(f"tile_size {self.tile_size} must be one or three positive multiples of {alignment}")
         if inputs.ndim != 5:
             raise ValueError(f"expected a batch of 3D volumes (B, C, X, Y, Z), got shape {tuple(inputs.shape)}")
         inputs = inputs.as_tensor() if isinstance(inputs, MetaTensor) else torch.as_tensor(inputs)  # no meta per tile
@@ -107,7 +115,7 @@ class ExactTiledInferer(Inferer):
             pad += [margin, margin + n * t - s]
         padded = F.pad(inputs, pad, mode="replicate")
         origins = list(itertools.product(*[range(0, n * t, t) for n, t in zip(counts, tiles)]))
-        two_resolution = not args and not kwargs and _is_two_resolution(network, margin, alignment)
+        two_resolution = not args and not kwargs and _is_two_resolution(network, margin)
         low = self._low_features(padded, network, [n * t for n, t in zip(counts, tiles)]) if two_resolution else None
         bar = _progress(len(origins)) if self.progress else None
         b = inputs.shape[0]
@@ -122,6 +130,10 @@ class ExactTiledInferer(Inferer):
                 blocks = [low[(slice(None), slice(None), *(slice(o // f, (o + t) // f) for o, t in zip(origin, tiles)))]
                           for origin in batch_origins]  # fmt: skip
                 logits = network.forward_with_low_features(batch, torch.cat(blocks, dim=0))
+            if list(logits.shape[2:]) != tiles:
+                raise ValueError(f"the network turned input tiles of {list(batch.shape[2:])} into outputs of "
+                                 f"{list(logits.shape[2:])}, expected {tiles}: margin {margin} is not its per-side "
+                                 "loss of voxels")  # fmt: skip
             pred = self._finish(logits)
             for i, origin in enumerate(batch_origins):
                 region = tuple(slice(o, min(o + t, s)) for o, t, s in zip(origin, tiles, shape))
@@ -165,12 +177,10 @@ class ExactTiledInferer(Inferer):
         return logits
 
 
-def _is_two_resolution(network, margin: int, alignment: int) -> bool:
+def _is_two_resolution(network, margin: int) -> bool:
     """Whether ``network`` can take low-resolution features computed once per volume (see the class docstring)."""
     needed = ("low_resolution_input", "forward_with_low_features", "low", "low_margin", "downsample", "input_margin")
-    if not all(hasattr(network, a) for a in needed):
-        return False
-    return margin == network.input_margin and alignment % network.downsample == 0
+    return all(hasattr(network, a) for a in needed) and margin == network.input_margin
 
 
 def _progress(total: int):

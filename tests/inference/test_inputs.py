@@ -98,3 +98,33 @@ def test_a_one_slice_dicom_series_is_a_2d_image(shared_data, tmp_path):
     shutil.copy(first, tmp_path / first.name)
     with pytest.raises(ValueError, match="2D image"):
         find_scans(str(tmp_path))
+
+
+def test_scan_names_keep_dotted_series_folders_and_strip_volume_suffixes(tmp_path):
+    from autolr_monai.inference import scan_stem, scans_root
+    from autolr_monai.inference.inputs import scan_name
+
+    series = tmp_path / "1.2.840.113619.5"
+    series.mkdir()
+    assert scan_name(series) == "1.2.840.113619.5"
+    assert scan_name(tmp_path / "ct.scan.nii.gz") == "ct.scan" and scan_name(tmp_path / "a.nrrd") == "a"
+    scans = [{"image": str(tmp_path / "s1" / "ct.nii.gz")}, {"image": str(tmp_path / "s2" / "ct.nii.gz")}]
+    assert scans_root(scans) == str(tmp_path)
+    assert [scan_stem(s["image"], tmp_path) for s in scans] == ["s1/ct", "s2/ct"]
+
+
+def test_two_scans_with_one_output_name_are_refused(tmp_path):
+    _nifti(tmp_path / "scan.nii.gz")
+    _nifti(tmp_path / "scan.nii")
+    with pytest.raises(ValueError, match="would both be written as scan"):
+        find_scans(str(tmp_path))
+
+
+def test_dicomdir_and_other_files_beside_a_series_are_named_in_a_warning(shared_data, tmp_path, caplog):
+    for f in sorted((shared_data / "dicom_ct").iterdir()):
+        (tmp_path / f.name).symlink_to(f)
+    (tmp_path / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")  # an index, not an image of the series
+    (tmp_path / "readme.txt").write_text("export notes")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert find_scans(str(tmp_path)) == [{"image": str(tmp_path)}]
+    assert "DICOMDIR" in caplog.text and "readme.txt" in caplog.text and "next to its series" in caplog.text

@@ -94,3 +94,24 @@ def test_two_resolution_path_with_channels_last_weights_equals_direct_forward(ne
     fast = fast.to(memory_format=torch.channels_last_3d)
     tiled = ExactTiledInferer(tile_size=8, channels_last=True, low_tile_size=3)(volume, fast)
     assert torch.allclose(tiled, direct, atol=1e-5)
+
+
+@torch.no_grad()
+def test_wrong_margin_tile_size_or_alignment_is_refused(net, volume):
+    with pytest.raises(ValueError, match="margin 40 is not its per-side loss of voxels"):
+        ExactTiledInferer(tile_size=8, margin=40)(volume, net)
+    with pytest.raises(ValueError, match="one or three positive multiples"):
+        ExactTiledInferer(tile_size=(8, 8))(volume, net)
+    with pytest.raises(ValueError, match="alignment 6 must be a multiple of the network's downsample 4"):
+        ExactTiledInferer(tile_size=12, alignment=6)(volume, net)
+
+
+@torch.no_grad()
+def test_low_resolution_path_runs_once_per_volume_not_per_tile(net, volume):
+    calls = []
+    handle = net.low.register_forward_hook(lambda module, args, out: calls.append(tuple(args[0].shape)))
+    try:
+        ExactTiledInferer(tile_size=4, low_tile_size=64)(volume, net)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # 8 x 6 x 5 = 240 tiles of 4^3, one low-resolution pass

@@ -1,0 +1,68 @@
+"""Where inference outputs go and what they must be: one name per scan, and the scan's own grid."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import FolderLayoutBase, MetaTensor
+from monai.transforms import MapTransform
+
+from autolr_monai.data.transforms import GRID_TOLERANCE_MM
+
+from .inputs import scan_stem
+
+
+class ScanFolderLayout(FolderLayoutBase):
+    """Output files ``<output_dir>/<folders below data_root_dir>/<scan name>_<postfix><extension>``, for MONAI's
+    ``SaveImaged(folder_layout=...)`` and for ``SaveDicomSegd``.
+
+    MONAI's ``FolderLayout`` cuts the last dotted part of every name (``os.path.splitext``): DICOM series folders
+    named by UID (``1.2.840...5``, ``1.2.840...6``) would all be written to one file. Here a scan is named as
+    ``find_scans`` names it (``scan_stem``), which it checks to be unique.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, postfix: str, extension: str,
+                 data_root_dir: str | os.PathLike | None = None, makedirs: bool = True) -> None:  # fmt: skip
+        self.output_dir, self.postfix, self.extension = Path(output_dir), postfix, extension
+        self.data_root_dir, self.makedirs = data_root_dir, makedirs
+
+    def filename(self, subject: str | os.PathLike = "scan", idx=None, **kwargs) -> Path:
+        root = self.data_root_dir if self.data_root_dir is not None else os.path.dirname(os.path.abspath(subject))
+        path = self.output_dir / f"{scan_stem(subject, root)}_{self.postfix}{self.extension}"
+        if self.makedirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class CheckOriginalGridd(MapTransform):
+    """Raise ``ValueError`` naming the scan unless each prediction is on the scan's original grid: the shape and
+    affine its reader recorded (``spatial_shape``, ``original_affine``). MONAI's ``Invertd`` leaves a prediction on
+    the network's grid with only a warning when it cannot invert it; a label map that does not overlay its scan must
+    not be written."""
+
+    def __init__(
+        self, keys: KeysCollection = "pred", image_key: str = "image", atol_mm: float = GRID_TOLERANCE_MM
+    ) -> None:
+        super().__init__(keys)
+        self.image_key, self.atol_mm = image_key, atol_mm
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        meta = d[self.image_key].meta if isinstance(d[self.image_key], MetaTensor) else {}
+        source = meta.get("filename_or_obj", self.image_key)
+        shape = tuple(int(s) for s in np.asarray(meta.get("spatial_shape", ())))
+        affine = np.asarray(torch.as_tensor(meta.get("original_affine", np.eye(4))).cpu(), dtype=np.float64)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            pred_affine = np.asarray(pred.affine.cpu(), dtype=np.float64) if isinstance(pred, MetaTensor) else None
+            if tuple(pred.shape[1:]) != shape or pred_affine is None or not np.allclose(pred_affine, affine,
+                                                                                         atol=self.atol_mm):  # fmt: skip
+                raise ValueError(f"{source}: the prediction {key!r} is not on the scan's grid (shape "
+                                 f"{tuple(pred.shape[1:])} vs {shape}, affine\n{pred_affine}\nvs\n{affine}); "
+                                 "the inversion of the preprocessing failed")  # fmt: skip
+        return d
