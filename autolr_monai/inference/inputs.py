@@ -25,22 +25,26 @@ def _is_volume_file(path: Path) -> bool:
     return path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
+def _absolute(path: str | os.PathLike) -> str:
+    return os.path.abspath(str(path).rstrip("/\\"))
+
+
 def scan_name(path: str | os.PathLike) -> str:
     """A scan's name: its file name without the volume suffix, or its DICOM folder's whole name (series folders
     are often named by UID, dots included, which ``os.path.splitext`` would cut)."""
-    name = Path(str(path).rstrip("/\\")).name
+    name = os.path.basename(_absolute(path))
     suffix = next((s for s in VOLUME_SUFFIXES if name.lower().endswith(s)), "")
-    return name[: len(name) - len(suffix)] if suffix and not Path(path).is_dir() else name
+    return name[: len(name) - len(suffix)] if suffix and not os.path.isdir(path) else name
 
 
 def scans_root(scans: Sequence[dict], key: str = "image") -> str:
     """The deepest folder holding every scan: outputs keep the scans' folders below it."""
-    return os.path.commonpath([os.path.dirname(os.path.abspath(str(s[key]).rstrip("/\\"))) for s in scans])
+    return os.path.commonpath([os.path.dirname(_absolute(s[key])) for s in scans])
 
 
 def scan_stem(path: str | os.PathLike, root: str | os.PathLike) -> str:
     """``<folders below root>/<scan name>``: the stem of every output file (and the case name in evaluations)."""
-    folder = os.path.relpath(os.path.dirname(os.path.abspath(str(path).rstrip("/\\"))), str(root))
+    folder = os.path.relpath(os.path.dirname(_absolute(path)), str(root))
     return os.path.normpath(os.path.join(folder, scan_name(path)))
 
 
@@ -55,13 +59,9 @@ def check_unique_stems(scans: Sequence[dict], key: str = "image") -> None:
         seen[stem] = scan[key]
 
 
-def _is_dicomdir(path: Path) -> bool:
-    return path.name.upper() == "DICOMDIR"
-
-
 def _is_dicom_file(path: Path) -> bool:
     """A DICOM Part 10 file (the "DICM" preamble marker) or a file named ``*.dcm``; not a DICOMDIR index."""
-    if _is_dicomdir(path):
+    if path.name.upper() == "DICOMDIR":
         return False
     if path.suffix.lower() == ".dcm":
         return True

@@ -283,19 +283,17 @@ class DualPathResNet3D(nn.Module):
     # --- forward ------------------------------------------------------------------------------------------
     def split_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Build (x_high, x_low) from one full-resolution tensor with margin ``input_margin`` on each side."""
-        m, f, lm = self._input_margin, self.downsample, self._low_margin
         out = self._output_extent(list(x.shape[2:]))
-        x_high = _crop(x, m - self._high_margin)
-        offset = m - f * lm - 1  # low voxel j covers x[offset + f j + (0, 1, 2)], centred at output offset f (j - l)
-        x_low = F.avg_pool3d(x[..., offset:, offset:, offset:], kernel_size=3, stride=f)
+        x_high = _crop(x, self._input_margin - self._high_margin)
         n = [self.low_res_size(s) for s in out]
-        return x_high, x_low[..., : n[0], : n[1], : n[2]]
+        return x_high, self.low_resolution_input(x)[..., : n[0], : n[1], : n[2]]
 
     def low_resolution_input(self, x: torch.Tensor) -> torch.Tensor:
         """The low path's input for the whole of ``x`` (a full-resolution tensor with margin ``input_margin``):
         ``split_input``'s ``x_low`` of any output tile starting at a multiple of ``downsample`` is the block of this
         tensor starting at ``tile start / downsample``. Lets a tiled inference run the low path once per volume."""
-        offset = self._input_margin - self.downsample * self._low_margin - 1
+        offset = self._input_margin - self.downsample * self._low_margin - 1  # low voxel j covers
+        # x[offset + f j + (0, 1, 2)], centred at output offset f (j - l)
         return F.avg_pool3d(x[..., offset:, offset:, offset:], kernel_size=3, stride=self.downsample)
 
     def forward_with_low_features(self, x: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
