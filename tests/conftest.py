@@ -17,6 +17,21 @@ TINY_NETWORK = {
 }
 
 
+@pytest.fixture(scope="session")
+def tiny_datalist(tmp_path_factory) -> str:
+    """3 synthetic phantoms at 6 x 6 x 8 mm (training, validation, test: one each), generated once per session."""
+    from autolr_monai.data import write_phantom_dataset
+
+    folder = tmp_path_factory.mktemp("phantoms")
+    return write_phantom_dataset(str(folder), n_cases=3, seed=5, spacing=(6.0, 6.0, 8.0))
+
+
+@pytest.fixture(scope="session")
+def phantom_scan(tiny_datalist) -> Path:
+    """One synthetic scan, for tests that need some scan but not a real one (they run without ../shared)."""
+    return Path(tiny_datalist).parent / "imagesTr" / "phantom_000.nii.gz"
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "ct.nii.gz").is_file():

@@ -14,7 +14,6 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from autolr_monai.data import write_phantom_dataset
 from tests.conftest import REPO, TINY_NETWORK
 
 CONFIGS = REPO / "bundle" / "configs"
@@ -29,11 +28,6 @@ TINY = {
     "lr_schedule": {"eta0": 0.05, "factor": 0.1, "gamma": 4, "warmup_epochs": 1},
     "network_def": {"_target_": "autolr_monai.networks.DualPathResNet3D", "out_channels": "@num_classes", **TINY_NETWORK},
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_datalist(tmp_path_factory) -> str:
-    return write_phantom_dataset(str(tmp_path_factory.mktemp("phantoms")), n_cases=3, seed=5, spacing=(6.0, 6.0, 8.0))
 
 
 def test_bundle_cli_runs_training_from_another_directory(tiny_datalist, tmp_path):

@@ -15,7 +15,7 @@ import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 
-from autolr_monai.data import label_value, write_phantom_dataset
+from autolr_monai.data import label_value
 from autolr_monai.data.totalseg import totalseg_label_mapping
 from autolr_monai.evaluation import on_prediction_grid, structure_metrics, voxel_spacing
 from autolr_monai.networks import DualPathResNet3D
@@ -65,17 +65,11 @@ def test_dicom_series_scored_against_its_label_file_stored_in_another_orientatio
     assert len(scored) >= 4 and all(d == 1.0 for d in scored.values()), scored
 
 
-@pytest.fixture(scope="module")
-def phantoms(tmp_path_factory) -> Path:
-    return Path(write_phantom_dataset(str(tmp_path_factory.mktemp("phantoms")), n_cases=3, seed=5,
-                                      spacing=(6.0, 6.0, 8.0)))  # fmt: skip
-
-
-def test_scores_come_from_the_original_label_not_the_resampled_one(phantoms):
+def test_scores_come_from_the_original_label_not_the_resampled_one(tiny_datalist):
     """Phantoms are stored rotated, LPS: at their own spacing a perfect prediction scores 1 everywhere; resampled to
     a coarser grid and back it cannot, which only scoring on the original grid shows."""
-    at_native = _perfect_prediction(_parser(phantoms, spacing=[6.0, 6.0, 8.0]))
-    coarse = _perfect_prediction(_parser(phantoms, spacing=[9.0, 9.0, 12.0]))
+    at_native = _perfect_prediction(_parser(tiny_datalist, spacing=[6.0, 6.0, 8.0]))
+    coarse = _perfect_prediction(_parser(tiny_datalist, spacing=[9.0, 9.0, 12.0]))
     for out, check in ((at_native, lambda d: d == 1.0), (coarse, lambda d: 0.3 < d < 0.99)):
         assert tuple(out["pred"].shape) == tuple(out["original_label"].shape)
         scores = structure_metrics(out["pred"], on_prediction_grid(out["original_label"], out["pred"]),
@@ -83,8 +77,8 @@ def test_scores_come_from_the_original_label_not_the_resampled_one(phantoms):
         assert check(scores["liver"][0]), scores["liver"]
 
 
-def test_largest_component_filter_removes_an_island_from_the_postprocessed_prediction_only(phantoms):
-    parser = _parser(phantoms, spacing=[6.0, 6.0, 8.0])
+def test_largest_component_filter_removes_an_island_from_the_postprocessed_prediction_only(tiny_datalist):
+    parser = _parser(tiny_datalist, spacing=[6.0, 6.0, 8.0])
     data = parser.get_parsed_content("evaluation#preprocessing")(parser.get_parsed_content("evaluation#datalist")[0])
     pred = data["label"].clone()
     liver = label_value("liver")
@@ -101,14 +95,14 @@ def test_largest_component_filter_removes_an_island_from_the_postprocessed_predi
 
 @pytest.mark.parametrize("overlay,isample,label",
                          [(None, "true", "AutoLR + isample"), ("sched_b.json", "false", "Sched B")])  # fmt: skip
-def test_method_names_follow_the_training_configuration(phantoms, overlay, isample, label):
+def test_method_names_follow_the_training_configuration(tiny_datalist, overlay, isample, label):
     parser = ConfigParser()
     parser.read_config([str(CONFIGS / f) for f in ("train.json", *([overlay] if overlay else []), "evaluate.json")])
     parser.update({"bundle_root": str(REPO / "bundle"), "isample#enabled": isample})
     assert parser.get_parsed_content("method_label") == label
 
 
-def test_bundle_cli_writes_table2(phantoms, tmp_path):
+def test_bundle_cli_writes_table2(tiny_datalist, tmp_path):
     torch.manual_seed(0)
     net = DualPathResNet3D(**TINY_NETWORK)
     for p in net.parameters():
@@ -117,7 +111,7 @@ def test_bundle_cli_writes_table2(phantoms, tmp_path):
     run_dir.mkdir()
     torch.save(net.state_dict(), run_dir / "model.pt")
     configs = f"['{CONFIGS / 'train.json'}','{CONFIGS / 'demo.json'}','{CONFIGS / 'evaluate.json'}']"
-    result = run_bundle("evaluate", configs, tmp_path, datalist=str(phantoms), run_dir=str(run_dir),
+    result = run_bundle("evaluate", configs, tmp_path, datalist=str(tiny_datalist), run_dir=str(run_dir),
                         num_workers=0, eval_tile=16, **{k: v for k, v in TINY.items() if k in ("spacing", "network_def")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = run_dir / "evaluation"

@@ -16,7 +16,6 @@ import pytest
 import torch
 from monai.transforms import LoadImage
 
-from autolr_monai.data import write_phantom_dataset
 from autolr_monai.networks import DualPathResNet3D
 from tests.conftest import REPO, TINY_NETWORK, copy_series_with_uids
 
@@ -93,14 +92,6 @@ def test_a_folder_of_scans_and_a_series_whose_uids_were_blanked(shared_data, tmp
     _ok(result)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct_seg.nii.gz", "dicom_ct_seg.nii.gz"]
     assert "no DICOM SEG written" in result.stdout + result.stderr  # said, not silent
-
-
-@pytest.fixture(scope="module")
-def phantom_scan(tmp_path_factory) -> Path:
-    """A synthetic scan, for the tests that need some scan but not a real one (they run without ../shared)."""
-    folder = tmp_path_factory.mktemp("phantom")
-    datalist = write_phantom_dataset(str(folder), n_cases=1, seed=7, spacing=(6.0, 6.0, 8.0))
-    return Path(datalist).parent / "imagesTr" / "phantom_000.nii.gz"
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from monai.bundle import ConfigParser
 
 from autolr_monai.networks import DualPathResNet3D
 from tests.conftest import REPO, TINY_NETWORK
-from tests.test_inference_bundle import TINY, phantom_scan  # noqa: F401 (a fixture)
+from tests.test_inference_bundle import TINY
 
 BUNDLE = REPO / "bundle"
 SCHEMA = REPO.parent / "shared" / "monai-schema" / "meta_schema_20240725.json"

@@ -11,7 +11,7 @@ from monai.data import MetaTensor
 from autolr_monai.inference.inputs import scan_stem
 
 from .metrics import on_prediction_grid, structure_metrics, voxel_spacing
-from .report import Score, write_reports
+from .report import Score, mean_scored, write_reports
 
 logger = logging.getLogger("autolr_monai.evaluation")
 
@@ -79,7 +79,7 @@ class OrganMetrics:
     def _write(self, engine: Engine) -> None:
         paths = write_reports(self.scores, list(self.methods), self.output_dir)
         for method in self.methods:
-            dice = [s.dice for s in self.scores if s.method == method and not np.isnan(s.dice)]
-            engine.state.metrics[f"mean_dice/{method}"] = float(np.mean(dice)) if dice else float("nan")
+            dice = [s.dice for s in self.scores if s.method == method]
+            engine.state.metrics[f"mean_dice/{method}"] = mean_scored(dice)
         logger.info("evaluation of %d cases written to %s\n%s", len({s.case for s in self.scores}),
                     ", ".join(str(p) for p in paths.values()), paths["table"].read_text())  # fmt: skip

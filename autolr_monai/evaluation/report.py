@@ -24,7 +24,7 @@ class Score:
     hd95: float
 
 
-def _mean(values: Sequence[float]) -> float:
+def mean_scored(values: Sequence[float]) -> float:
     """Mean over the scored values (NaN: structure absent from both maps); NaN when none was scored."""
     scored = [v for v in values if not math.isnan(v)]
     return float(np.mean(scored)) if scored else math.nan
@@ -50,7 +50,7 @@ def column_scores(scores: Sequence[Score], metric: str) -> dict[tuple[str, str],
     """``{(method, Table 2 column): mean over cases}``; a column's value in one case is the mean over its structures
     present in that case (Kidney = mean of left and right kidney, as VISCERAL scores paired organs)."""
     columns = {s.name: s.table2 for s in LABELS if s.table2}
-    reduce = _mean if metric == "dice" else _finite_mean
+    reduce = mean_scored if metric == "dice" else _finite_mean
     per_case: dict[tuple[str, str], list[float]] = {}
     for (method, _), group in _by(scores, "method", "case").items():
         for column in TABLE2_COLUMNS:
@@ -67,7 +67,7 @@ def summary_rows(scores: Sequence[Score]) -> list[dict]:
         dice = [s.dice for s in group if not math.isnan(s.dice)]
         rows.append({
             "method": method, "structure": structure, "cases": len(dice),
-            "dice_mean": _mean(dice), "dice_std": float(np.std(dice)) if dice else math.nan,
+            "dice_mean": mean_scored(dice), "dice_std": float(np.std(dice)) if dice else math.nan,
             "hd95_mean_mm": _finite_mean([s.hd95 for s in group]),
             "cases_missed_or_spurious": sum(math.isinf(s.hd95) for s in group),
         })  # fmt: skip
