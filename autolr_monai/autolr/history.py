@@ -8,6 +8,7 @@ ends and each period's winner marked; ``scripts/plot_autolr.py`` runs it for any
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from ignite.engine import Engine, Events
 
+from ..files import write_json_atomic, write_text_atomic
 from .population import AutoLR, AutoLREvents
 
 HISTORY_JSON, HISTORY_CSV, FIGURE = "autolr_history.json", "autolr_history.csv", "autolr.png"
@@ -23,35 +25,22 @@ HISTORY_JSON, HISTORY_CSV, FIGURE = "autolr_history.json", "autolr_history.csv",
 
 def history_record(autolr: AutoLR) -> dict:
     return {"runs": autolr.schedule.runs, "factors": autolr.schedule.factors, "period": autolr.schedule.period,
-            "epochs": autolr.history, "periods": autolr.periods, "best": autolr.best}  # fmt: skip
-
-
-def _json_value(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # JSON has no NaN
-    if isinstance(value, Mapping):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    return value
+            "epoch_length": autolr.schedule.epoch_length, "epochs": autolr.history, "periods": autolr.periods,
+            "best": autolr.best}  # fmt: skip
 
 
 def write_history(record: Mapping, folder: str) -> None:
     """``autolr_history.json`` (everything) and ``autolr_history.csv`` (one row per epoch and run; ``winner`` is
     filled on the last epoch of each period) in ``folder``, each written atomically."""
-    os.makedirs(folder, exist_ok=True)
     winners = {p["epoch"]: p["winner"] for p in record["periods"]}
-    target = Path(folder) / HISTORY_JSON
-    target.with_suffix(".json.partial").write_text(json.dumps(_json_value(dict(record)), indent=1))
-    os.replace(target.with_suffix(".json.partial"), target)
-    target = Path(folder) / HISTORY_CSV
-    with open(target.with_suffix(".csv.partial"), "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", "run", "lr", "train_loss", "val_dice", "diverged", "period_winner"])
-        for row in record["epochs"]:
-            writer.writerow([row["epoch"], row["run"], f"{row['lr']:.6g}", f"{row['train_loss']:.6g}",
-                             f"{row['val_dice']:.6g}", int(row["diverged"]), winners.get(row["epoch"], "")])  # fmt: skip
-    os.replace(target.with_suffix(".csv.partial"), target)
+    write_json_atomic(Path(folder) / HISTORY_JSON, dict(record))
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["epoch", "run", "lr", "train_loss", "val_dice", "diverged", "period_winner"])
+    for row in record["epochs"]:
+        writer.writerow([row["epoch"], row["run"], f"{row['lr']:.6g}", f"{row['train_loss']:.6g}",
+                         f"{row['val_dice']:.6g}", int(row["diverged"]), winners.get(row["epoch"], "")])  # fmt: skip
+    write_text_atomic(Path(folder) / HISTORY_CSV, table.getvalue())
 
 
 def load_history(path: str) -> dict:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import os
+
 import torch
 from ignite.engine import Engine, Events
+
+from ..files import write_json_atomic, write_text_atomic
 
 
 class EpochSummary:
@@ -35,3 +40,37 @@ class EpochSummary:
     def _write(self, engine: Engine) -> None:
         engine.state.metrics["train_loss"] = self._sum / max(self._count, 1)
         engine.state.metrics["lr"] = float(self.optimizer.param_groups[0]["lr"])
+
+
+class TrainingHistory:
+    """Keep one row per epoch of a single training run, ``{"epoch", "lr", "train_loss", "val_dice"}``, and rewrite
+    ``history.json`` and ``history.csv`` in ``folder`` (atomically) after every epoch.
+
+    The single-run counterpart of AutoLR's ``autolr_history.json``: the step-schedule arms of the Table 1 study
+    (``scripts/reproduce.py``) read their validation curves from it. MONAI's ``StatsHandler`` only logs, and
+    ``TensorBoardStatsHandler`` writes event files that need TensorBoard to read back. Attach it after
+    ``EpochSummary`` and the ``ValidationHandler`` so that the epoch's loss, rate and validation score are there.
+    """
+
+    JSON, CSV = "history.json", "history.csv"
+
+    def __init__(self, folder: str, evaluator: Engine) -> None:
+        self.folder, self.evaluator = folder, evaluator
+        self.epochs: list[dict] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+
+    def _write(self, engine: Engine) -> None:
+        metrics, scores = engine.state.metrics, self.evaluator.state.metrics
+        key = getattr(self.evaluator.state, "key_metric_name", None)
+        validated = self.evaluator.state.epoch == engine.state.epoch and key in scores
+        self.epochs.append({"epoch": engine.state.epoch, "lr": float(metrics.get("lr", math.nan)),
+                            "train_loss": float(metrics.get("train_loss", math.nan)),
+                            "val_dice": float(scores[key]) if validated else math.nan})  # fmt: skip
+        record = {"epoch_length": engine.state.epoch_length, "max_epochs": engine.state.max_epochs,
+                  "epochs": self.epochs}  # fmt: skip
+        write_json_atomic(os.path.join(self.folder, self.JSON), record)
+        lines = ["epoch,lr,train_loss,val_dice"]
+        lines += [f"{r['epoch']},{r['lr']:.6g},{r['train_loss']:.6g},{r['val_dice']:.6g}" for r in self.epochs]
+        write_text_atomic(os.path.join(self.folder, self.CSV), "\n".join(lines) + "\n")
