@@ -71,9 +71,14 @@ def test_claims_follow_the_numbers():
     assert held(bad, "at the full budget the best step schedule catches up") is False
     assert held(bad, "isample speeds up") is False and verdict(bad, "isample speeds up") == "no"
     assert held(bad, "the schedule AutoLR finds first rises") is False
-    # a rate that only falls, starting at the high run's 0.05, never rose: the start is eta* of period 1
+    assert held(good, "stricter: after the first period")
+    # the 0.05 run wins period 1 and the rate only falls after: it rose from the factor-1 run's 0.01, not beyond
     falling = study(eta=(0.05, 0.025, 0.0125))
-    assert held(falling, "the schedule AutoLR finds first rises") is False
+    assert held(falling, "the schedule AutoLR finds first rises") is True
+    assert held(falling, "stricter: after the first period") is False
+    flat = study(eta=(0.01, 0.01))  # never above the start, never below the peak
+    assert held(flat, "the schedule AutoLR finds first rises") is False
+    assert verdict(flat, "the schedule AutoLR finds first rises") == "no"
 
 
 def test_a_difference_within_the_seed_spread_is_inconclusive():
