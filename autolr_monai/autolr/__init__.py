@@ -1,6 +1,7 @@
 """Learning-rate control: AutoLR (Algorithm 1) and the step schedules of section 4.1 it is compared with."""
 
 from .bundle import members_from_config
+from .checkpoints import checkpoint_to_load, latest_checkpoint
 from .history import AutoLRHistory, plot_history
 from .population import AutoLR, AutoLREvents, Member
 from .schedules import step_decay_milestones, warmup_milestones
@@ -14,6 +15,8 @@ __all__ = [
     "Member",
     "PopulationDivergedError",
     "best_score",
+    "checkpoint_to_load",
+    "latest_checkpoint",
     "members_from_config",
     "plot_history",
     "select_winner",

@@ -44,9 +44,10 @@ import numpy as np
 import torch
 from ignite.engine import Engine, EventEnum, Events
 from monai.engines import Workflow
+from monai.engines.utils import IterationEvents
 from monai.transforms import Randomizable
 
-from .selection import AutoLRSchedule, best_score, select_winner
+from .selection import AutoLRSchedule, PopulationDivergedError, best_score, select_winner
 
 logger = logging.getLogger("autolr_monai.autolr")
 
@@ -199,7 +200,13 @@ class Member:
                 "diverged": self.diverged}  # fmt: skip
 
     def load_state_dict(self, state: Mapping) -> None:
-        self.load_swap_state(state["swapped"])
+        """Resume from a checkpoint: the swapped objects' ``load_resume_state`` where they have one (a resume may
+        restore more exactly than a swap copies), else their ``load_state_dict``."""
+        swapped = state["swapped"]
+        if set(swapped) != set(self.swapped):
+            raise KeyError(f"AutoLR run {self.index} swaps {sorted(self.swapped)}, the checkpoint has {sorted(swapped)}")
+        for name, obj in self.swapped.items():
+            getattr(obj, "load_resume_state", obj.load_state_dict)(swapped[name])
         self.trainer.load_state_dict(state["trainer"])
         self.load_random_state(state["random"])
         self.diverged = bool(state["diverged"])
@@ -215,6 +222,8 @@ class _RunControl:
         self.zero = [{name: not group.get(name) for name in autolr.schedule.names} for group in member.optimizer.param_groups]
         trainer = member.trainer
         trainer.add_event_handler(Events.ITERATION_STARTED, self.apply)
+        if not getattr(trainer, "amp", False):  # with AMP the GradScaler skips steps with inf gradients by design
+            trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.check_gradients)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self.check_loss)
         trainer.add_event_handler(Events.EPOCH_COMPLETED, self.pause)
 
@@ -226,18 +235,36 @@ class _RunControl:
             for name, value in values.items():
                 group[name] = 0.0 if (zero[name] and name != "lr") else value
 
+    def check_gradients(self, engine: Engine) -> None:
+        """Between backward and the optimizer step: a non-finite gradient norm, or one above
+        ``autolr#max_grad_norm``, marks the run diverged, and its gradients are dropped so the step is skipped."""
+        grads = [p.grad for group in self.member.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads or self.member.diverged:
+            return
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        limit = self.autolr.max_grad_norm
+        if math.isfinite(norm) and (limit is None or norm <= limit):
+            return
+        for group in self.member.optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None  # SGD skips parameters without a gradient: the exploded step never happens
+        self._diverge(engine, f"gradient norm is {norm:.3g}" + ("" if limit is None else f" (limit {limit:g})"))
+
     def check_loss(self, engine: Engine) -> None:
         output = engine.state.output
         loss = (output[0] if isinstance(output, list) else output)["loss"]
         loss = float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         if not math.isfinite(loss) and not self.member.diverged:
-            self.member.diverged = True
-            logger.warning("AutoLR run %d: training loss is %s at epoch %d (lr %.3g); it cannot win this period and "
-                           "is respawned from the winner", self.member.index, loss, engine.state.epoch,
-                           self.member.optimizer.param_groups[0]["lr"])  # fmt: skip
-            self.autolr.fire_event(AutoLREvents.RUN_DIVERGED)
-            engine.terminate_epoch(skip_epoch_completed=True)  # no validation or error-map refresh of NaN weights
-            engine.interrupt()
+            self._diverge(engine, f"training loss is {loss}")
+
+    def _diverge(self, engine: Engine, why: str) -> None:
+        self.member.diverged = True
+        logger.warning("AutoLR run %d: %s at epoch %d (lr %.3g); it cannot win this period and is respawned from the "
+                       "winner", self.member.index, why, engine.state.epoch,
+                       self.member.optimizer.param_groups[0]["lr"])  # fmt: skip
+        self.autolr.fire_event(AutoLREvents.RUN_DIVERGED)
+        engine.terminate_epoch(skip_epoch_completed=True)  # no validation or error-map refresh of NaN weights
+        engine.interrupt()
 
     def pause(self, engine: Engine) -> None:
         if engine.state.epoch < engine.state.max_epochs:
@@ -258,10 +285,14 @@ class AutoLR(Engine):
         schedule: AutoLRSchedule,
         max_epochs: int,
         best_model_path: str | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(self._epoch)
         self.register_events(*AutoLREvents)
         self.schedule, self.max_epochs, self.best_model_path = schedule, int(max_epochs), best_model_path
+        if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
+            raise ValueError(f"autolr#max_grad_norm must be a positive number or null, got {max_grad_norm!r}")
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         self.world_size, self.rank = idist.get_world_size(), idist.get_rank()
         self.members = list(members)
         if self.world_size == 1 and len(self.members) != schedule.runs:
@@ -358,6 +389,11 @@ class AutoLR(Engine):
             self._period_scores[run].append(score)
             self.history.append({"epoch": epoch, "run": run, "lr": lr, "train_loss": loss, "val_dice": score,
                                  "diverged": bool(diverged)})  # fmt: skip
+        if all(self._period_diverged):  # stop now, before a checkpoint of a population with nothing to continue from
+            raise PopulationDivergedError(
+                f"all {self.schedule.runs} AutoLR runs diverged by epoch {epoch} (period {len(self.periods) + 1}): "
+                "there is no run to continue from. The checkpoints written before this period are intact; train "
+                "again with lower rates (autolr#initial_lrs), from scratch, since a checkpoint keeps its own rates")
         self._keep_best(epoch, [row[2] for row in rows])
         if epoch % self.schedule.period == 0:  # before ITERATION_COMPLETED: checkpoints hold the swapped population
             self._end_period()

@@ -73,6 +73,8 @@ class AutoLRSchedule:
                 raise ValueError("the learning rate is set by initial_lrs and factors, not in hyperparameters")
             specs[name] = {"initial": list(spec["initial"]), "factors": list(spec["factors"])}
         runs = len(specs["lr"]["initial"])
+        if runs < 1:
+            raise ValueError("AutoLR needs at least one run (R >= 1): autolr#initial_lrs and autolr#factors are empty")
         for name, spec in specs.items():
             if runs < 1 or len(spec["initial"]) != runs or len(spec["factors"]) != runs:
                 raise ValueError(f"AutoLR {name}: give one initial value and one factor per run, got "

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from monai.data import load_decathlon_datalist
 
+from .checks import check_scan
+
 
 def load_datalist(
     datalist: str, key: str, base_dir: str | None = None, require_label: bool = True, index_key: str = "case_index"
@@ -16,7 +18,8 @@ def load_datalist(
     Images and labels are NIfTI files or DICOM series folders.
 
     Raises ``FileNotFoundError`` or ``ValueError`` naming the datalist, the entry and the field when the file is
-    missing or malformed, the list is empty, or an entry points to a path that does not exist.
+    missing or malformed, the list is empty, or an entry points to a path that does not exist or is not a complete
+    3D scan (``checks.check_scan``: unreadable, corrupt or truncated, 2D, several or gapped DICOM series).
     """
     path = Path(datalist)
     if not path.is_file():
@@ -43,4 +46,8 @@ def load_datalist(
         for field in fields:
             if not Path(entry[field]).exists():
                 raise FileNotFoundError(f"datalist {path}: {key}[{i}].{field} = {entry[field]} does not exist")
+            try:
+                check_scan(entry[field])
+            except ValueError as error:
+                raise ValueError(f"datalist {path}: {key}[{i}].{field}: {error}") from None
     return entries

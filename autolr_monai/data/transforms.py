@@ -6,8 +6,10 @@ The rest of the section 4.1 preprocessing is MONAI's own (``LoadImaged``, ``Orie
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 
+import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,8 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
+
+logger = logging.getLogger("autolr_monai.data")
 
 #: How far (mm) two affines may differ and still describe one voxel grid (image and label, prediction and scan).
 GRID_TOLERANCE_MM = 1e-2
@@ -31,11 +35,23 @@ def _affine(value: torch.Tensor) -> np.ndarray:
     return np.asarray(affine, dtype=np.float64)
 
 
+def _say_reorientation(image: torch.Tensor, source: str) -> None:
+    """Log when ``Orientationd`` turned a scan stored in another orientation (DICOM's LPS, say) to RAS: safe,
+    since every output is resampled back onto the scan's own grid, but worth knowing when reading the cache."""
+    original = image.meta.get("original_affine") if isinstance(image, MetaTensor) else None
+    if original is None:
+        return
+    codes = "".join(nib.orientations.aff2axcodes(np.asarray(original, dtype=np.float64)))
+    if codes != "RAS":
+        logger.info("%s: stored in %s orientation, reoriented to RAS for the network", source, codes)
+
+
 class CheckImageLabeld(MapTransform):
     """Fail early, naming the files, when an image/label pair cannot be trained on.
 
     Checks: the image is 3D (channel-first, 4 dims) with finite voxels; the label has the image's shape and
     affine (after both went through the same orientation step); label values are integers in ``[0, num_classes)``.
+    A scan stored in another orientation than RAS is fine (``Orientationd`` turned it): that is logged, not refused.
     ``MapTransform`` subclass because MONAI has no pair-consistency check with file names in its errors.
     """
 
@@ -54,6 +70,7 @@ class CheckImageLabeld(MapTransform):
                              f"got shape {tuple(image.shape)}")  # fmt: skip
         if not torch.isfinite(torch.as_tensor(image)).all():
             raise ValueError(f"{image_file}: image contains NaN or infinite voxels")
+        _say_reorientation(image, image_file)
         if self.label_key is None:
             return d
         label, label_file = d[self.label_key], _source(d, self.label_key)

@@ -13,12 +13,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from autolr_monai.data.checks import VOLUME_SUFFIXES, check_dicom_series, check_volume_file, is_dicom_file, visible
 from autolr_monai.data.datalist import load_datalist
 
 logger = logging.getLogger("autolr_monai.inference")
 
-#: Single-file volume formats ITK reads (NIfTI first: the usual case).
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def _is_volume_file(path: Path) -> bool:
@@ -59,79 +58,19 @@ def check_unique_stems(scans: Sequence[dict], key: str = "image") -> None:
         seen[stem] = scan[key]
 
 
-def _is_dicom_file(path: Path) -> bool:
-    """A DICOM Part 10 file (the "DICM" preamble marker) or a file named ``*.dcm``; not a DICOMDIR index."""
-    if path.name.upper() == "DICOMDIR":
-        return False
-    if path.suffix.lower() == ".dcm":
-        return True
-    try:
-        with path.open("rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _visible(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
-
-
-def check_volume_file(path: Path) -> None:
-    """Raise ``ValueError`` naming ``path`` unless ITK can read it as a 3D volume (header only)."""
-    import itk
-
-    io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
-    if io is None:
-        raise ValueError(f"{path}: not a readable image (corrupt or truncated, or not a "
-                         f"{'/'.join(VOLUME_SUFFIXES)} volume)")  # fmt: skip
-    io.SetFileName(str(path))
-    try:
-        io.ReadImageInformation()
-    except RuntimeError as e:
-        raise ValueError(f"{path}: cannot read the image header ({str(e).strip().splitlines()[-1]})") from None
-    shape = [io.GetDimensions(i) for i in range(io.GetNumberOfDimensions())]
-    if len(shape) < 3 or sum(s > 1 for s in shape[:3]) < 3:
-        raise ValueError(f"{path}: a 2D image of shape {tuple(shape)}; expected a 3D CT volume (x, y, z)")
-
-
-def check_dicom_series(folder: Path) -> None:
-    """Raise ``ValueError`` naming ``folder`` unless it holds exactly one DICOM series of two or more slices.
-
-    Uses the series rule of MONAI's ``ITKReader`` (GDCM series details plus the series date), which reads only the
-    first series of a folder and would silently drop the others.
-    """
-    import itk
-
-    names = itk.GDCMSeriesFileNames.New()
-    names.SetUseSeriesDetails(True)
-    names.AddSeriesRestriction("0008|0021")  # series date, as ITKReader
-    names.SetGlobalWarningDisplay(False)
-    names.SetDirectory(str(folder))
-    series = list(names.GetSeriesUIDs())
-    if not series:
-        raise ValueError(f"{folder}: no readable DICOM series in this folder")
-    if len(series) > 1:
-        counts = ", ".join(f"{uid} ({len(names.GetFileNames(uid))} files)" for uid in series)
-        raise ValueError(f"{folder} holds {len(series)} DICOM series: {counts}; put each series in a folder of its own")
-    slices = len(names.GetFileNames(series[0]))
-    if slices < 2:
-        raise ValueError(f"{folder}: the DICOM series has {slices} slice, a 2D image; expected a 3D CT series")
-
-
 def _scans_in_folder(folder: Path) -> list[Path]:
-    entries = _visible(folder)
+    entries = visible(folder)
     if not entries:
         raise ValueError(f"{folder} is empty: expected NIfTI files, DICOM series folders, or the DICOM files of one "
                          "series")  # fmt: skip
-    if any(p.is_file() and _is_dicom_file(p) for p in entries):  # the folder is one series
-        _warn_ignored(folder, [p for p in entries if not (p.is_file() and _is_dicom_file(p))], "next to its series")
+    if any(p.is_file() and is_dicom_file(p) for p in entries):  # the folder is one series
+        _warn_ignored(folder, [p for p in entries if not (p.is_file() and is_dicom_file(p))], "next to its series")
         return [folder]
     scans, ignored = [], []
     for entry in entries:
         if entry.is_file():
             (scans if _is_volume_file(entry) else ignored).append(entry)
-        elif entry.is_dir() and any(p.is_file() and _is_dicom_file(p) for p in _visible(entry)):
+        elif entry.is_dir() and any(p.is_file() and is_dicom_file(p) for p in visible(entry)):
             scans.append(entry)
         else:
             ignored.append(entry)
@@ -163,7 +102,7 @@ def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
         raise FileNotFoundError(f"input {path} does not exist")
     if path.is_file() and path.suffix.lower() == ".json":
         scans = [Path(e["image"]) for e in load_datalist(str(path), datalist_key, require_label=False)]
-    elif path.is_file() and _is_dicom_file(path):
+    elif path.is_file() and is_dicom_file(path):
         raise ValueError(f"{path} is a single DICOM file; pass the folder that holds the whole series")
     elif path.is_file() and not _is_volume_file(path):
         raise ValueError(f"{path}: not a NIfTI file ({', '.join(VOLUME_SUFFIXES)}), a DICOM series folder or a "

@@ -106,6 +106,14 @@ class ErrorMapStore:
         self._versions[:] = np.maximum(np.array(self._versions), state["versions"].numpy()) + 1
         self.cursor = int(state["cursor"])
 
+    def load_resume_state(self, state: Mapping) -> None:
+        """``load_state_dict`` for resuming from a checkpoint in a fresh process: a map saved at version 0 (all
+        ones; the sampler then draws class-balanced without a table) stays at 0, so a run resumed before its first
+        refresh draws exactly as the uninterrupted one did. Swaps keep bumping every version."""
+        self.load_state_dict(state)
+        saved = state["versions"].numpy()
+        self._versions[:] = np.where(saved == 0, 0, np.array(self._versions))
+
     def __getstate__(self) -> dict:
         """Pickled for 'spawn' workers: reopen the shared files instead of copying arrays."""
         state = self.__dict__.copy()

@@ -11,7 +11,7 @@ from autolr_monai.data import write_phantom_dataset
 from tests.test_bundle import CONFIGS, TINY
 
 TINY_AUTOLR = {**TINY, "max_epochs": 4, "num_workers": 0, "autolr#period": 2, "autolr#warmup_epochs": 1,
-               "checkpoint_interval": 1, "autolr#handlers#1#n_saved": 4}  # fmt: skip
+               "checkpoint_interval": 1, "autolr#checkpoint#n_saved": 4}  # fmt: skip
 
 
 def run_autolr(datalist: str, run_dir: Path, before_run=None, **overrides) -> ConfigWorkflow:

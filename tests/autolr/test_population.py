@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from ignite.engine import Events
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from autolr_monai.autolr import AutoLREvents, AutoLRSchedule
+from autolr_monai.autolr import AutoLREvents, AutoLRSchedule, checkpoint_to_load, latest_checkpoint
 from tests.autolr.conftest import TINY_AUTOLR, run_autolr
 
 
@@ -210,3 +212,84 @@ def test_a_checkpoint_of_another_population_size_is_refused(trained, autolr_data
         run_autolr(autolr_datalist, tmp_path, **{"autolr#initial_lrs": [0.05, 0.01], "autolr#factors": [2.0, 1.0],
                                                  "autolr#resume_from": str(run_dir / "checkpoints" / "checkpoint_final.pt")})  # fmt: skip
     assert "AutoLR checkpoint has 3 runs, this population has 2" in _chain(error.value)
+
+
+@pytest.mark.parametrize("scale,limit", [(math.inf, None), (1e30, 1e6)], ids=["non-finite", "above-max_grad_norm"])
+def test_exploding_gradients_mark_the_run_and_skip_its_step(scale, limit, autolr_datalist, tmp_path):
+    at_divergence = []
+
+    def explode_run_1_in_epoch_2(autolr):
+        member = autolr.members[1]
+        handles = []
+
+        def arm(engine):  # during one backward pass of run 1, its gradients blow up (the loss stays finite)
+            if engine.state.iteration == TINY_AUTOLR["batches_per_epoch"] + 2:
+                handles.extend(p.register_hook(lambda g: g * scale) for p in member.trainer.network.parameters())
+
+        def disarm(engine):
+            while handles:
+                handles.pop().remove()
+
+        def weights(_):  # caught between backward and step: the weights are still those before the explosion
+            at_divergence.append(max(float(p.abs().max()) for p in member.trainer.network.parameters()))
+
+        member.trainer.add_event_handler(Events.ITERATION_STARTED, arm)
+        member.trainer.add_event_handler(Events.ITERATION_COMPLETED, disarm)
+        autolr.add_event_handler(AutoLREvents.RUN_DIVERGED, weights)
+
+    workflow = run_autolr(autolr_datalist, tmp_path, explode_run_1_in_epoch_2, **{"autolr#max_grad_norm": limit})
+    autolr = workflow.parser.get_parsed_content("autolr#engine")
+    assert autolr.periods[0]["diverged"] == [False, True, False] and autolr.periods[0]["winner"] != 1
+    assert len(at_divergence) == 1 and at_divergence[0] < 100  # the exploded step was never taken
+    assert all(m.finite() for m in autolr.members)
+    assert [m.trainer.state.epoch for m in autolr.members] == [4, 4, 4]
+
+
+def test_every_run_diverging_stops_training_and_keeps_the_last_good_checkpoint(autolr_datalist, tmp_path):
+    def poison_every_run_in_epoch_3(autolr):
+        for member in autolr.members:
+            def poison(engine, network=member.trainer.network):
+                if engine.state.iteration == 2 * TINY_AUTOLR["batches_per_epoch"] + 1:
+                    with torch.no_grad():
+                        next(network.parameters()).fill_(math.nan)
+
+            member.trainer.add_event_handler(Events.ITERATION_COMPLETED, poison)
+
+    with pytest.raises(Exception) as error:
+        run_autolr(autolr_datalist, tmp_path, poison_every_run_in_epoch_3)
+    assert "all 3 AutoLR runs diverged by epoch 3 (period 2)" in _chain(error.value)
+    folder = tmp_path / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["autolr_iteration=1.pt", "autolr_iteration=2.pt"]
+    assert latest_checkpoint(folder) == str(folder / "autolr_iteration=2.pt")
+    state = torch.load(folder / "autolr_iteration=2.pt", weights_only=True)
+    assert not any(state["period_diverged"]) and len(state["periods"]) == 1
+
+
+def test_latest_checkpoint_passes_over_unreadable_files(trained, tmp_path, caplog):
+    _, _, run_dir = trained
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(run_dir / "checkpoints", folder)
+    assert latest_checkpoint(folder) == str(folder / "checkpoint_final.pt")
+    (folder / "checkpoint_final.pt").unlink()
+    newest = max(folder.glob("autolr_iteration=*.pt"), key=lambda p: int(p.stem.split("=")[1]))
+    (folder / "autolr_iteration=99.pt").write_bytes(newest.read_bytes()[:1000])  # a half-copied file
+    (folder / "tmpabc123").write_bytes(b"an interrupted atomic write")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.autolr"):
+        assert latest_checkpoint(folder) == str(newest)
+    assert any("autolr_iteration=99.pt cannot be read" in r.getMessage() for r in caplog.records)
+    assert latest_checkpoint(tmp_path / "nowhere") is None
+    assert checkpoint_to_load(None, tmp_path / "nowhere", resume=True) is None  # --resume on a fresh run: start
+    assert checkpoint_to_load(None, folder, resume=False) is None
+    with pytest.raises(FileNotFoundError, match="autolr#resume_from: .*missing.pt is not a file"):
+        checkpoint_to_load(str(tmp_path / "missing.pt"), folder, resume=True)
+
+
+def test_resume_true_continues_from_the_newest_checkpoint_of_the_run(autolr_datalist, trained, tmp_path):
+    _, uninterrupted, run_dir = trained
+    shutil.copytree(run_dir, tmp_path / "run")
+    (tmp_path / "run" / "checkpoints" / "checkpoint_final.pt").unlink()
+    for late in ("autolr_iteration=4.pt", "autolr_iteration=3.pt"):
+        (tmp_path / "run" / "checkpoints" / late).unlink(missing_ok=True)
+    workflow = run_autolr(autolr_datalist, tmp_path / "run", resume=True)
+    assert workflow.parser.get_parsed_content("autolr#load_path").endswith("autolr_iteration=2.pt")
+    assert workflow.parser.get_parsed_content("autolr#engine").history == uninterrupted.history

@@ -118,6 +118,7 @@ def test_state_dict_round_trip_continues_identically():
     "kwargs, message",
     [
         ({"initial_lrs": [0.1, 0.2], "factors": [1.0]}, "one initial value and one factor per run"),
+        ({"initial_lrs": [], "factors": []}, r"at least one run \(R >= 1\)"),
         ({"initial_lrs": [0.1], "factors": [0.0]}, "factors must be finite and > 0"),
         ({"initial_lrs": [-0.1], "factors": [1.0]}, "must be > 0"),
         ({"initial_lrs": [0.1], "factors": [1.0], "period": 0}, "period >= 1"),

@@ -1,6 +1,8 @@
 import json
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from autolr_monai.data import load_datalist, resolve_datalist
@@ -31,17 +33,35 @@ def test_malformed_datalists(tmp_path, content, match):
         load_datalist(str(_write(tmp_path, content)), "training")
 
 
+def _volume(path: Path, shape=(6, 5, 4)) -> Path:
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), str(path))
+    return path
+
+
 def test_entries_resolve_relative_paths_and_must_exist(tmp_path):
-    (tmp_path / "img.nii.gz").write_bytes(b"")
-    (tmp_path / "dicom").mkdir()
-    (tmp_path / "lab.nii.gz").write_bytes(b"")
+    _volume(tmp_path / "img.nii.gz")
+    _volume(tmp_path / "lab.nii.gz")
     path = _write(tmp_path, {"training": [{"image": "img.nii.gz", "label": "lab.nii.gz"},
-                                          {"image": "dicom", "label": str(tmp_path / "lab.nii.gz")}]})  # fmt: skip
+                                          {"image": str(tmp_path / "img.nii.gz"), "label": "lab.nii.gz"}]})  # fmt: skip
     entries = load_datalist(str(path), "training")
-    assert entries[0]["image"] == str(tmp_path / "img.nii.gz") and entries[1]["image"] == str(tmp_path / "dicom")
+    assert entries[0]["image"] == str(tmp_path / "img.nii.gz") and entries[1]["label"] == str(tmp_path / "lab.nii.gz")
     path = _write(tmp_path, {"training": [{"image": "img.nii.gz", "label": "missing.nii.gz"}]})
     with pytest.raises(FileNotFoundError, match=r"training\[0\]\.label = .*missing\.nii\.gz does not exist"):
         load_datalist(str(path), "training")
+
+
+def test_entries_must_be_complete_3d_scans_named_by_entry_and_field(tmp_path):
+    _volume(tmp_path / "img.nii.gz")
+    _volume(tmp_path / "flat.nii.gz", shape=(6, 5, 1))
+    complete = (tmp_path / "img.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(complete[: len(complete) * 2 // 3])
+    (tmp_path / "junk.nii.gz").write_bytes(b"not an image at all")
+    (tmp_path / "empty_dicom").mkdir()
+    for label, match in (("flat.nii.gz", "a 2D image"), ("cut.nii.gz", "(truncated or corrupt|corrupt or truncated)"),
+                         ("junk.nii.gz", "not a readable image"), ("empty_dicom", "no readable DICOM series")):  # fmt: skip
+        path = _write(tmp_path, {"training": [{"image": "img.nii.gz", "label": label}]})
+        with pytest.raises(ValueError, match=rf"datalist .*datalist\.json: training\[0\]\.label: .*{label}.*{match}"):
+            load_datalist(str(path), "training")
 
 
 def test_resolve_datalist_prefers_the_users_and_generates_phantoms_otherwise(tmp_path):

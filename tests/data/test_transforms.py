@@ -126,3 +126,20 @@ def test_dicom_series_loads_through_the_same_pipeline(shared_data: Path, tmp_pat
     liver = d["label"][0] == 1
     assert liver.sum() > 1000
     assert float(image[0][liver].mean()) * 218 == pytest.approx(100, abs=60)  # liver HU
+
+
+def test_a_scan_stored_in_another_orientation_is_reoriented_and_said(tmp_path, caplog):
+    import logging
+
+    from monai.transforms import EnsureChannelFirstd, LoadImaged, Orientationd
+
+    load = Compose([LoadImaged("image", reader="ITKReader", image_only=True), EnsureChannelFirstd("image"),
+                    Orientationd("image", axcodes="RAS"), CheckImageLabeld(label_key=None)])  # fmt: skip
+    for name, affine in (("lps.nii.gz", np.diag([-1.0, -1.0, 1.0, 1.0])), ("ras.nii.gz", np.eye(4))):
+        nib.save(nib.Nifti1Image(np.zeros((5, 4, 3), np.int16), affine), str(tmp_path / name))
+    with caplog.at_level(logging.INFO, logger="autolr_monai.data"):
+        out = load({"image": str(tmp_path / "lps.nii.gz")})
+        load({"image": str(tmp_path / "ras.nii.gz")})
+    assert tuple(out["image"].shape) == (1, 5, 4, 3)
+    said = [r.getMessage() for r in caplog.records if "reoriented" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("lps.nii.gz: stored in LPS orientation, reoriented to RAS for the network")
