@@ -53,8 +53,9 @@ def test_autolr_is_the_default_with_the_papers_population():
     assert schedule.factors["lr"] == [2.0, 1.0, 0.5] and schedule.period == 50
     assert schedule.warmup_iterations == 10 * 100
     assert parser.get_parsed_content("validate#key_metric#val_mean_dice").__class__.__name__ == "LocalMeanDice"
-    # members override the step-schedule handler and the single run's best-model saver
-    assert parser["autolr"]["member_overrides"] == {"train#schedule_handlers": [], "validate#checkpoint_handlers": []}
+    # members override the step-schedule handler, the single run's history and its best-model saver
+    assert parser["autolr"]["member_overrides"] == {"train#schedule_handlers": [], "train#history_handlers": [],
+                                                    "validate#checkpoint_handlers": []}  # fmt: skip
 
 
 def test_multi_gpu_overlay_initialises_ignite_distributed_and_keeps_autolr():
