@@ -7,6 +7,7 @@ import os
 
 import torch
 from ignite.engine import Engine, Events
+from monai.handlers import CheckpointSaver
 
 from ..files import write_json_atomic, write_text_atomic
 
@@ -74,3 +75,18 @@ class TrainingHistory:
         lines = ["epoch,lr,train_loss,val_dice"]
         lines += [f"{r['epoch']},{r['lr']:.6g},{r['train_loss']:.6g},{r['val_dice']:.6g}" for r in self.epochs]
         write_text_atomic(os.path.join(self.folder, self.CSV), "\n".join(lines) + "\n")
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` writing every file through a temporary file and a rename, so a kill during a
+    write never leaves a truncated checkpoint or ``model.pt``.
+
+    MONAI builds its Ignite ``DiskSaver`` with ``atomic=False`` because an atomic write used to leave the file
+    readable by its owner only; Ignite 0.5 adds group and others' read permission after the rename.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._key_metric_checkpoint, self._interval_checkpoint):
+            if checkpoint is not None:
+                checkpoint.save_handler._atomic = True

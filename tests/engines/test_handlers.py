@@ -34,3 +34,26 @@ def test_history_has_one_row_per_epoch_and_nan_where_not_validated(tmp_path):
     assert csv[0] == "epoch,lr,train_loss,val_dice" and csv[1].endswith(",nan") and csv[2] == "2,0.1,2,0.2"
     assert not list(tmp_path.glob("*.partial"))
     assert math.isnan(float(csv[3].split(",")[3]))
+
+
+def test_atomic_checkpoint_saver_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    import pytest
+
+    from autolr_monai.engines import AtomicCheckpointSaver
+
+    network = torch.nn.Linear(2, 2)
+    trainer = Engine(lambda engine, batch: None)
+    AtomicCheckpointSaver(str(tmp_path), {"model": network}, save_interval=1, n_saved=3).attach(trainer)
+    real_save = torch.save
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        if trainer.state.epoch == 2:
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt("killed while writing")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run([0], max_epochs=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_epoch=1.pt"]  # no partial epoch-2 file
+    assert set(torch.load(tmp_path / "model_epoch=1.pt", weights_only=True)) == {"weight", "bias"}
