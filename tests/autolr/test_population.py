@@ -293,3 +293,10 @@ def test_resume_true_continues_from_the_newest_checkpoint_of_the_run(autolr_data
     workflow = run_autolr(autolr_datalist, tmp_path / "run", resume=True)
     assert workflow.parser.get_parsed_content("autolr#load_path").endswith("autolr_iteration=2.pt")
     assert workflow.parser.get_parsed_content("autolr#engine").history == uninterrupted.history
+
+
+def test_a_huge_rate_for_every_run_stops_training_with_a_clear_message(autolr_datalist, tmp_path):
+    with pytest.raises(Exception) as error:
+        run_autolr(autolr_datalist, tmp_path, **{"autolr#initial_lrs": [1e5, 1e5, 1e5]})
+    assert "all 3 AutoLR runs diverged by epoch 1 (period 1): there is no run to continue from" in _chain(error.value)
+    assert not list((tmp_path / "checkpoints").glob("*.pt"))  # nothing written of a population with no healthy run
