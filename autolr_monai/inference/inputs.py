@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from autolr_monai.data.checks import VOLUME_SUFFIXES, check_dicom_series, check_volume_file, is_dicom_file, visible
+from autolr_monai.data.checks import VOLUME_SUFFIXES, check_scan, is_dicom_file, visible
 from autolr_monai.data.datalist import load_datalist
 
 logger = logging.getLogger("autolr_monai.inference")
@@ -100,7 +100,7 @@ def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
     path = Path(str(input)).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"input {path} does not exist")
-    if path.is_file() and path.suffix.lower() == ".json":
+    if path.is_file() and path.suffix.lower() == ".json":  # load_datalist checks each scan
         scans = [Path(e["image"]) for e in load_datalist(str(path), datalist_key, require_label=False)]
     elif path.is_file() and is_dicom_file(path):
         raise ValueError(f"{path} is a single DICOM file; pass the folder that holds the whole series")
@@ -109,11 +109,8 @@ def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
                          "datalist JSON")  # fmt: skip
     else:
         scans = [path] if path.is_file() else _scans_in_folder(path)
-    for scan in scans:
-        if scan.is_dir():
-            check_dicom_series(scan)
-        else:
-            check_volume_file(scan)
+        for scan in scans:
+            check_scan(scan)
     found = [{"image": str(scan.absolute())} for scan in scans]
     check_unique_stems(found)
     return found
