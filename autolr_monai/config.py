@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 _TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
@@ -80,8 +81,105 @@ def check_section_keys(parser, sections: Sequence[str], reference: str | None = 
             raise ValueError(f"config section {section!r}: unknown key {', '.join(hints)}; known keys: {sorted(allowed)}")
 
 
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _numbers(value: object, count: int | None = None) -> bool:
+    return isinstance(value, (list, tuple)) and (len(value) == count if count else len(value) > 0) and all(map(_number, value))
+
+
+def _boolean(value: object) -> bool:
+    try:
+        flag(value, "")
+    except ValueError:
+        return False
+    return True
+
+
+Rule = tuple[str, Callable[[object], bool]]
+POSITIVE_INT: Rule = ("a positive integer", lambda v: _integer(v) and v >= 1)
+NON_NEGATIVE_INT: Rule = ("an integer >= 0", lambda v: _integer(v) and v >= 0)
+POSITIVE: Rule = ("a number > 0", lambda v: _number(v) and v > 0)
+NON_NEGATIVE: Rule = ("a number >= 0", lambda v: _number(v) and v >= 0)
+BOOLEAN: Rule = ("true or false", _boolean)
+POSITIVE_LIST: Rule = ("a non-empty list of numbers > 0", lambda v: _numbers(v) and min(v) > 0)
+
+#: Preprocessing settings shared by training, evaluation and inference (``check_preprocessing``).
+PREPROCESSING: dict[str, Rule] = {
+    "spacing": ("3 voxel sizes > 0 in mm (Spacingd would keep the scan's own spacing on an axis <= 0)",
+                lambda v: _numbers(v, 3) and min(v) > 0),
+    "hu_window": ("[low, high] in HU with low < high", lambda v: _numbers(v, 2) and v[0] < v[1]),
+    "hu_scale": POSITIVE,
+}  # fmt: skip
+
+#: The training settings of ``train.json`` and what each must be (``check_training_settings``).
+TRAINING: dict[str, Rule] = {
+    "seed": NON_NEGATIVE_INT, "max_epochs": POSITIVE_INT, "batches_per_epoch": POSITIVE_INT,
+    "val_interval": POSITIVE_INT, "checkpoint_interval": POSITIVE_INT, "patch_size": POSITIVE_INT,
+    "patches_per_batch": POSITIVE_INT, "patches_per_image": POSITIVE_INT, "num_workers": NON_NEGATIVE_INT,
+    "inference_tile": ("a positive integer or 3 of them (voxels)", lambda v: POSITIVE_INT[1](v) or (
+        isinstance(v, (list, tuple)) and len(v) == 3 and all(map(POSITIVE_INT[1], v)))),
+    "spacing_jitter": NON_NEGATIVE, "rotate_range": ("3 angles >= 0 in degrees", lambda v: _numbers(v, 3) and min(v) >= 0),
+    "momentum": ("a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1), "weight_decay": NON_NEGATIVE,
+    "amp": BOOLEAN, "resume": BOOLEAN,
+    "lr_schedule#eta0": POSITIVE, "lr_schedule#factor": POSITIVE, "lr_schedule#gamma": POSITIVE_INT,
+    "lr_schedule#warmup_epochs": NON_NEGATIVE_INT,
+    "isample#enabled": BOOLEAN, "isample#mode": ("'exact' or 'rejection'", lambda v: v in ("exact", "rejection")),
+    "isample#update_every": POSITIVE_INT, "isample#n_cases": POSITIVE_INT, "isample#tensorboard_every": POSITIVE_INT,
+    "autolr#initial_lrs": POSITIVE_LIST, "autolr#factors": POSITIVE_LIST, "autolr#period": POSITIVE_INT,
+    "autolr#warmup_epochs": NON_NEGATIVE_INT,
+    "autolr#max_grad_norm": ("null or a number > 0", lambda v: v is None or POSITIVE[1](v)),
+}  # fmt: skip
+
+
+def _check(values: Mapping[str, object], rules: Mapping[str, Rule]) -> None:
+    for key, (expected, valid) in rules.items():
+        if not valid(values[key]):
+            raise ValueError(f"{key}: expected {expected}, got {values[key]!r}")
+
+
+def check_preprocessing(spacing: object, hu_window: object, hu_scale: object) -> None:
+    """Refuse preprocessing settings that MONAI would take without a word but not as meant (a voxel size of 0
+    keeps the scan's spacing; a reversed window inverts the intensities), naming the setting, the value and what
+    was expected. For every config that preprocesses scans (training, evaluation, inference)."""
+    _check({"spacing": spacing, "hu_window": hu_window, "hu_scale": hu_scale}, PREPROCESSING)
+
+
+def check_training_settings(parser) -> None:
+    """Refuse, before anything is built, training settings (``TRAINING``, ``PREPROCESSING``) of the wrong type or
+    range, and combinations that would train otherwise than asked, instead of letting them be rounded (a period
+    of 1.5 epochs run as 1), taken as "keep" or quietly shrunk (a batch of 16 patches at 5 per image holds 15).
+    ``parser`` is the config's (``current_parser()``); values come as resolved there (command-line overrides
+    included)."""
+    values = {key: parser.get_parsed_content(key) for key in (*PREPROCESSING, *TRAINING)}
+    _check(values, PREPROCESSING)
+    _check(values, TRAINING)
+    batch, per_image = values["patches_per_batch"], values["patches_per_image"]
+    if batch % per_image:
+        raise ValueError(f"patches_per_batch {batch} is not a multiple of patches_per_image {per_image}: a batch "
+                         f"would hold {batch // per_image * per_image} patches")  # fmt: skip
+    epochs = values["max_epochs"]
+    if values["val_interval"] > epochs:
+        raise ValueError(f"val_interval {values['val_interval']} is more than max_epochs {epochs}: training would "
+                         "end without a validation score, and write no model.pt")  # fmt: skip
+    if flag(values["isample#enabled"], "isample#enabled") and values["isample#update_every"] > epochs:
+        raise ValueError(f"isample#update_every {values['isample#update_every']} is more than max_epochs {epochs}: "
+                         "the error maps would never be refreshed (isample#enabled false turns isample off)")  # fmt: skip
+    if values["spacing_jitter"] >= min(values["spacing"]):
+        raise ValueError(f"spacing_jitter {values['spacing_jitter']} mm is not smaller than the smallest voxel size "
+                         f"{min(values['spacing'])} mm of spacing {values['spacing']}")  # fmt: skip
+    if len(values["autolr#factors"]) != len(values["autolr#initial_lrs"]):
+        raise ValueError(f"autolr#factors has {len(values['autolr#factors'])} entries and autolr#initial_lrs "
+                         f"{len(values['autolr#initial_lrs'])}: give one rate and one factor per run")  # fmt: skip
+
+
 def _ours(error: BaseException) -> bool:
-    """An error raised on purpose by this package: its message says what is wrong and where."""
+    """An error raised on purpose by this package (any of its modules): its message says what is wrong and where."""
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
@@ -90,10 +188,18 @@ def _ours(error: BaseException) -> bool:
     return in_package and (isinstance(error, (ValueError, OSError)) or own_type)
 
 
+def _environment(error: BaseException) -> bool:
+    """A failed system call, wherever it was made (disk full, permission denied, I/O error): the machine's fault,
+    said completely by its message."""
+    return isinstance(error, OSError) and error.errno is not None
+
+
 def short_errors() -> None:
-    """Print an error this package raised on purpose (bad input or settings, a diverged population) as its
-    message, without the traceback MONAI's config and transform layers wrap around it. ``AUTOLR_TRACEBACK=1``
-    keeps the full traceback; any other error keeps it too."""
+    """Print an error this package raised on purpose (bad input or settings, a diverged population) or a failed
+    system call (``OSError`` with an errno: disk full, ...) as its message alone, as the last line, without the
+    traceback MONAI's config and transform layers wrap around it; Ctrl-C prints the interrupt's message
+    (``"interrupted"`` unless the training that stopped says how to resume). ``AUTOLR_TRACEBACK=1`` keeps the full
+    traceback; any other error keeps it too."""
     if os.environ.get("AUTOLR_TRACEBACK") or getattr(sys.excepthook, "autolr_short", False):
         return
     previous = sys.excepthook
@@ -104,10 +210,14 @@ def short_errors() -> None:
             seen.add(id(error))
             chain.append(error)
             error = error.__cause__ or error.__context__
-        ours = [e for e in chain if _ours(e)]
+        interrupt = next((e for e in chain if isinstance(e, KeyboardInterrupt)), None)
+        if interrupt is not None:
+            print(f"\n{str(interrupt) or 'interrupted'}", file=sys.stderr)
+            return
+        ours = [e for e in chain if _ours(e) or _environment(e)]
         if not ours:
             return previous(kind, chain[0], tb)
-        print(f"{type(ours[-1]).__name__}: {ours[-1]}\n(set AUTOLR_TRACEBACK=1 for the full traceback)", file=sys.stderr)
+        print(f"\n(set AUTOLR_TRACEBACK=1 for the full traceback)\n{type(ours[-1]).__name__}: {ours[-1]}", file=sys.stderr)
 
     hook.autolr_short = True
     sys.excepthook = hook

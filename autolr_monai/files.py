@@ -21,13 +21,20 @@ def json_value(value):
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so readers never see a partial file."""
+    """Write ``text`` to ``path`` through a temporary file, flushed to disk, and a rename, so readers never see a
+    partial file; on failure (``OSError``, e.g. a full disk) the earlier file at ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="") as f:  # the text as given: CSV rows keep their own line ends
-        f.write(text)
-    os.replace(partial, path)
+    try:
+        with open(partial, "w", newline="") as f:  # the text as given: CSV rows keep their own line ends
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk leaves neither a partial file nor a broken target
+        raise
 
 
 def write_json_atomic(path: str | os.PathLike, record) -> None:

@@ -55,3 +55,13 @@ def copy_series_with_uids(source: Path, target: Path) -> str:
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.save_as(target / path.name)
     return series_uid
+
+
+@pytest.fixture(scope="session")
+def example_volume():
+    """A crop of the real DICOM series (``tests.dicom_series``), to write as series of every layout."""
+    if not (SHARED_DATA / "dicom_ct").is_dir():
+        pytest.skip(f"real CT DICOM series not found at {SHARED_DATA / 'dicom_ct'} (set AUTOLR_SHARED_DATA)")
+    from tests.dicom_series import load_example
+
+    return load_example(SHARED_DATA / "dicom_ct")

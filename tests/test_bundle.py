@@ -78,6 +78,7 @@ def test_single_run_with_the_step_schedule_lowers_the_loss(tiny_datalist, tmp_pa
     final = torch.load(tmp_path / "checkpoints" / "checkpoint_final.pt", weights_only=True)
     assert {"model", "optimizer", "lr_scheduler", "trainer", "error_maps"} <= set(final)
     assert (tmp_path / "model.pt").is_file() and not (tmp_path / "members").exists()
+    assert not (tmp_path / "training.lock").exists()  # released at the end
 
 
 def test_isample_off_keeps_class_balanced_sampling(tiny_datalist, tmp_path):
@@ -93,3 +94,46 @@ def test_isample_off_keeps_class_balanced_sampling(tiny_datalist, tmp_path):
     assert store.version(0) == 0 and (np.asarray(store.map(0)) == 1).all()
     handlers = workflow.parser.get_parsed_content("train#handlers")
     assert not any(type(h).__name__ == "ErrorMapRefresher" for h in handlers)
+
+
+def _workflow(tmp_path, tiny_datalist, *overlays: str, **overrides) -> ConfigWorkflow:
+    workflow = ConfigWorkflow(
+        config_file=[str(CONFIGS / "train.json"), str(CONFIGS / "demo.json"), *[str(CONFIGS / o) for o in overlays]],
+        workflow_type="train",
+        **{**TINY, "max_epochs": 1, "batches_per_epoch": 2, "num_workers": 0, "datalist": tiny_datalist,
+           "isample#update_every": 1, "run_dir": str(tmp_path / "run"), **overrides},  # fmt: skip
+    )
+    workflow.initialize()
+    return workflow
+
+
+def _cause(error: BaseException) -> BaseException:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+@pytest.mark.parametrize("overlays", [(), ("sched_a.json",)], ids=["autolr", "single-run"])
+def test_a_training_refuses_a_run_folder_in_use_before_writing_there(overlays, tiny_datalist, tmp_path):
+    from autolr_monai.engines import RunFolderError
+    from tests.engines.test_run_folder import held_by_another_process
+
+    with held_by_another_process(tmp_path / "run") as pid:
+        with pytest.raises(RuntimeError) as error:
+            _workflow(tmp_path, tiny_datalist, *overlays).run()
+    assert isinstance(_cause(error.value), RunFolderError) and f"pid {pid}" in str(_cause(error.value))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no error maps, logs or checkpoints of its own
+
+
+def test_a_single_run_refuses_to_resume_instead_of_starting_over(tiny_datalist, tmp_path):
+    with pytest.raises(RuntimeError) as error:
+        _workflow(tmp_path, tiny_datalist, "sched_a.json", resume="true").run()
+    assert str(_cause(error.value)).startswith("a single run (sched_a.json, sched_b.json) cannot resume")
+
+
+def test_amp_false_from_the_command_line_turns_amp_off(tiny_datalist, tmp_path):
+    """``--amp false`` arrives as the string 'false', which MONAI's engines would take as true."""
+    workflow = _workflow(tmp_path, tiny_datalist, "sched_a.json", amp="false")
+    refresher = next(h for h in workflow.parser.get_parsed_content("train#handlers") if type(h).__name__ == "ErrorMapRefresher")
+    assert workflow.parser.get_parsed_content("train#trainer").amp is False and refresher.amp is False
+    assert workflow.parser.get_parsed_content("validate#evaluator").amp is False

@@ -114,13 +114,13 @@ def test_metadata_documents_the_label_table():
 
 
 @pytest.mark.parametrize("flags,expected", [
-    ({}, ["KeepLargestConnectedComponentd", "Invertd", "CastToTyped", "CheckOriginalGridd", "SaveImaged",
-          "SaveDicomSegd"]),
-    ({"largest_component": "false", "dicom_seg": "false"}, ["Invertd", "CastToTyped", "CheckOriginalGridd",
-                                                             "SaveImaged"]),
-    ({"save_probabilities": "true"}, ["CopyItemsd", "AsDiscreted", "Invertd", "CheckOriginalGridd", "SaveImaged",
-                                      "KeepLargestConnectedComponentd", "Invertd", "CastToTyped",
-                                      "CheckOriginalGridd", "SaveImaged", "SaveDicomSegd"]),
+    ({}, ["KeepLargestConnectedComponentd", "CheckForegroundd", "Invertd", "CastToTyped", "CheckOriginalGridd",
+          "SaveNiftid", "SaveDicomSegd"]),
+    ({"largest_component": "false", "dicom_seg": "false"}, ["CheckForegroundd", "Invertd", "CastToTyped",
+                                                             "CheckOriginalGridd", "SaveNiftid"]),
+    ({"save_probabilities": "true"}, ["CopyItemsd", "AsDiscreted", "Invertd", "CheckOriginalGridd", "SaveNiftid",
+                                      "KeepLargestConnectedComponentd", "CheckForegroundd", "Invertd", "CastToTyped",
+                                      "CheckOriginalGridd", "SaveNiftid", "SaveDicomSegd"]),
 ], ids=["default", "no-filter-no-seg", "probabilities"])  # fmt: skip
 def test_inference_flags_compose_the_postprocessing(flags, expected, tmp_path):
     parser = _inference_parser()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +19,17 @@ from monai.transforms import LoadImage
 
 from autolr_monai.networks import DualPathResNet3D
 from tests.conftest import REPO, TINY_NETWORK, copy_series_with_uids
+from tests.dicom_series import dciodvfy_errors
 
 INFERENCE = REPO / "bundle" / "configs" / "inference.json"
 TINY = {"spacing": [6.0, 6.0, 6.0], "inference_tile": 16, "num_workers": 0,
         **{f"network_def#{k}": v for k, v in TINY_NETWORK.items()}}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def short_errors(monkeypatch):
+    """Errors as users see them: ``AUTOLR_TRACEBACK`` unset."""
+    monkeypatch.delenv("AUTOLR_TRACEBACK", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +44,55 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def run_bundle(run_id: str, config_file: str, cwd: Path, **overrides) -> subprocess.CompletedProcess:
+def run_bundle(run_id: str, config_file: str, cwd: Path, *, python: tuple[str, ...] = ("-m", "monai.bundle"),
+               **overrides) -> subprocess.CompletedProcess:  # fmt: skip
+    """``python -m monai.bundle run <run_id>`` (``python``: what runs MONAI's bundle command line instead)."""
     args = [f"--{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items()]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config_file, *args],
+    return subprocess.run([sys.executable, *python, "run", run_id, "--config_file", config_file, *args],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
 
 
 def infer(tmp_path: Path, input: Path, checkpoint: Path, **overrides) -> subprocess.CompletedProcess:
-    return run_bundle("inference", str(INFERENCE), tmp_path, input=str(input), output_dir=str(tmp_path / "out"),
-                      checkpoint=str(checkpoint), **{**TINY, **overrides})  # fmt: skip
+    settings = {"input": str(input), "output_dir": str(tmp_path / "out"), "checkpoint": str(checkpoint)}
+    return run_bundle("inference", str(INFERENCE), tmp_path, **{**settings, **TINY, **overrides})
+
+
+def _disk_full_for(name_part: str) -> tuple[str, ...]:
+    """``python`` for ``run_bundle``: MONAI's bundle command line in a process where every write by nibabel
+    (``nibabel.save``) or pydicom (``Dataset.save_as``, which highdicom uses) of a file whose name contains
+    ``name_part`` writes 4 KiB, then fails as on a full disk."""
+    patch = f"""
+import errno, os, runpy, sys, nibabel, pydicom.dataset
+def full(write):
+    def failing(obj, filename, *args, **kwargs):
+        if {name_part!r} in os.path.basename(str(filename)):
+            with open(filename, "wb") as f:
+                f.write(bytes(4096))
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(obj, filename, *args, **kwargs)
+    return failing
+nibabel.save = full(nibabel.save)
+pydicom.dataset.Dataset.save_as = full(pydicom.dataset.Dataset.save_as)
+sys.argv[0] = "monai.bundle"
+runpy.run_module("monai.bundle", run_name="__main__", alter_sys=True)
+"""
+    return ("-c", patch)
+
+
+def _errors_in_one_line(result: subprocess.CompletedProcess, *parts: str) -> None:
+    """The run failed, without a traceback, with an error line holding every one of ``parts``."""
+    assert result.returncode != 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert any(all(p in line for p in parts) for line in result.stderr.splitlines()), result.stderr[-3000:]
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file below ``folder`` (hidden temporary files included)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+ENOSPC = "cannot write (No space left on device, errno 28)"
 
 
 def _ok(result: subprocess.CompletedProcess) -> None:
@@ -76,6 +123,7 @@ def test_dicom_series_in_label_map_and_dicom_seg_out(shared_data, tmp_path, chec
     assert np.allclose(seg.affine, image.affine.numpy(), atol=1e-4)
     dicom_seg = hd.seg.segread(tmp_path / "out" / "abdomen_seg.dcm")
     assert dicom_seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid
+    assert dciodvfy_errors(tmp_path / "out" / "abdomen_seg.dcm") == []
     labels = np.asarray(seg.dataobj)
     assert {s.SegmentLabel for s in dicom_seg.SegmentSequence} == {
         name for value, name in enumerate(json.loads((REPO / "bundle" / "configs" / "metadata.json").read_text())
@@ -104,9 +152,126 @@ def test_a_folder_of_scans_and_a_series_whose_uids_were_blanked(shared_data, tmp
     ids=["missing-input", "empty-folder", "checkpoint-of-another-network"],
 )
 def test_bad_input_stops_with_a_message_naming_it(phantom_scan, tmp_path, checkpoint, input, overrides, message):
+    """One line naming the input and what is wrong, no traceback (the short errors of ``run training``)."""
     (tmp_path / "empty").mkdir()
     path = phantom_scan if input == "phantom" else tmp_path / input
     result = infer(tmp_path, path, checkpoint, **overrides)
-    assert result.returncode != 0 and message in result.stderr
-    assert str(checkpoint if input == "phantom" else path) in result.stderr
+    _errors_in_one_line(result, message, str(checkpoint if input == "phantom" else path))
+    assert not (tmp_path / "out").exists()
+
+
+def _scan_folder(folder: Path, scan: Path, *names: str) -> Path:
+    folder.mkdir()
+    for name in names:
+        (folder / name).symlink_to(scan)
+    return folder
+
+
+def test_a_full_disk_fails_that_scan_the_others_go_on_and_the_run_fails(phantom_scan, tmp_path, checkpoint):
+    """MONAI's SaveImage fell back to ITK, which wrote the label map, and the run exited 0."""
+    scans = _scan_folder(tmp_path / "scans", phantom_scan, "a.nii.gz", "b.nii.gz")
+    result = run_bundle("inference", str(INFERENCE), tmp_path, python=_disk_full_for("a_seg"), input=str(scans),
+                        output_dir=str(tmp_path / "out"), checkpoint=str(checkpoint), **TINY)  # fmt: skip
+    _errors_in_one_line(result, "OutputWriteError: 1 of 2 scans could not be written completely: "
+                                f"{scans / 'a.nii.gz'} ({tmp_path / 'out' / 'a_seg.nii.gz'}: {ENOSPC})")  # fmt: skip
+    assert _files(tmp_path / "out") == ["b_seg.nii.gz"]  # no partial a_seg, no temporary file
+    assert nib.load(tmp_path / "out" / "b_seg.nii.gz").shape == nib.load(phantom_scan).shape
+
+
+def test_a_dicom_seg_that_cannot_be_written_fails_that_series_only(shared_data, phantom_scan, tmp_path, checkpoint):
+    """The SEG writer's OSError stopped the run: the scans after the series were not segmented."""
+    scans = tmp_path / "scans"
+    copy_series_with_uids(shared_data / "dicom_ct", scans / "abdomen")
+    (scans / "ct.nii.gz").symlink_to(phantom_scan)
+    result = run_bundle("inference", str(INFERENCE), tmp_path, python=_disk_full_for("abdomen_seg.dcm"),
+                        input=str(scans), output_dir=str(tmp_path / "out"), checkpoint=str(checkpoint),
+                        **TINY)  # fmt: skip
+    _errors_in_one_line(result, "1 of 2 scans could not be written completely: "
+                                f"{scans / 'abdomen'} ({tmp_path / 'out' / 'abdomen_seg.dcm'}: {ENOSPC})")  # fmt: skip
+    assert _files(tmp_path / "out") == ["abdomen_seg.nii.gz", "ct_seg.nii.gz"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path) -> Path:
+    """A 64 KiB tmpfs, full (a folder can still be made in it)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.decode().strip()}")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as f:
+            with pytest.raises(OSError, match="No space left on device"):
+                while True:
+                    f.write(bytes(4096))
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_real_full_disk_fails_the_run_and_leaves_no_partial_file(phantom_scan, tmp_path, checkpoint, tiny_disk):
+    """The run exited 0, leaving an 8192-byte ct_seg.nii.gz that nibabel cannot read."""
+    result = infer(tmp_path, phantom_scan, checkpoint, output_dir=str(tiny_disk / "out"))
+    _errors_in_one_line(result, f"{tiny_disk / 'out' / 'phantom_000_seg.nii.gz'}: {ENOSPC}")
+    assert _files(tiny_disk) == ["filler"]
+
+
+def test_an_output_dir_in_the_input_folder_skips_earlier_outputs_and_never_overwrites_a_scan(
+    phantom_scan, tmp_path, checkpoint
+):
+    """A second run segmented the first run's label map (ct_seg_seg.nii.gz)."""
+    scans = _scan_folder(tmp_path / "scans", phantom_scan, "ct.nii.gz")
+    shutil.copy(phantom_scan, scans / "ct_seg.nii.gz")  # as the first run wrote it
+    again = infer(tmp_path, scans, checkpoint, output_dir=str(scans))
+    _ok(again)
+    log = again.stdout + again.stderr
+    assert f"{scans}: skipping 1 outputs of an earlier inference run (not scans): ct_seg.nii.gz" in log
+    assert f"{scans}: replacing 1 files of an earlier run: ct_seg.nii.gz" in log
+    assert _files(scans) == ["ct.nii.gz", "ct_seg.nii.gz"]
+    assert nib.load(scans / "ct_seg.nii.gz").get_data_dtype() == np.uint8  # the label map of ct.nii.gz
+    datalist = tmp_path / "list.json"  # a label map given as a scan, where another scan's label map would go
+    datalist.write_text(json.dumps({"test": [{"image": "scans/ct.nii.gz"}, {"image": "scans/ct_seg.nii.gz"}]}))
+    refused = infer(tmp_path, datalist, checkpoint, output_dir=str(scans))
+    _errors_in_one_line(refused, f"{scans / 'ct_seg.nii.gz'} would overwrite the input scan {scans / 'ct_seg.nii.gz'}")
+
+
+@pytest.mark.parametrize("output_dir,message", [("file", "output_dir {} is a file, not a folder"),
+                                                ("file/out", "output_dir {} cannot be created: ")],
+                         ids=["a-file", "under-a-file"])  # fmt: skip
+def test_an_output_dir_that_cannot_be_written_stops_before_the_first_scan(phantom_scan, tmp_path, checkpoint,
+                                                                          output_dir, message):  # fmt: skip
+    (tmp_path / "file").write_text("not a folder")
+    result = infer(tmp_path, phantom_scan, checkpoint, output_dir=str(tmp_path / output_dir))
+    _errors_in_one_line(result, message.format(tmp_path / output_dir))
+    assert "Engine run" not in result.stdout + result.stderr  # not started
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_weights_that_are_not_finite_stop_before_the_first_scan(phantom_scan, tmp_path):
+    net = DualPathResNet3D(**TINY_NETWORK)
+    state = net.state_dict()
+    state["head.3.weight"][0] = float("nan")
+    torch.save(state, tmp_path / "diverged.pt")
+    result = infer(tmp_path, phantom_scan, tmp_path / "diverged.pt")
+    _errors_in_one_line(result, f"{tmp_path / 'diverged.pt'}: weights head.3.weight hold 16 NaN or infinite values")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_all_background_label_map_of_a_body_is_a_warning(phantom_scan, tmp_path):
+    """Weights that predict background everywhere: the label map is written, with a warning naming the scan."""
+    net = DualPathResNet3D(**TINY_NETWORK)
+    torch.nn.init.zeros_(net.classifier.weight)
+    torch.nn.init.constant_(net.classifier.bias, 0.0)
+    net.classifier.bias.data[0] = 10.0
+    torch.save(net.state_dict(), tmp_path / "background.pt")
+    result = infer(tmp_path, phantom_scan, tmp_path / "background.pt")
+    _ok(result)
+    assert f"{phantom_scan}: the label map holds no structure (all background) although" in result.stdout
+    assert not np.asarray(nib.load(tmp_path / "out" / "phantom_000_seg.nii.gz").dataobj).any()
+
+
+def test_a_spacing_that_monai_would_take_as_keep_is_refused(phantom_scan, tmp_path, checkpoint):
+    """Spacingd keeps the scan's own spacing on an axis <= 0: the network would see another resolution."""
+    result = infer(tmp_path, phantom_scan, checkpoint, spacing=[0, 6, 8])
+    _errors_in_one_line(result, "spacing: expected 3 voxel sizes > 0 in mm", "[0, 6, 8]")
     assert not (tmp_path / "out").exists()

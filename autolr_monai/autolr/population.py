@@ -47,6 +47,7 @@ from monai.engines import Workflow
 from monai.engines.utils import IterationEvents
 from monai.transforms import Randomizable
 
+from .fingerprint import fingerprint_differences
 from .selection import AutoLRSchedule, PopulationDivergedError, best_score, select_winner
 
 logger = logging.getLogger("autolr_monai.autolr")
@@ -158,6 +159,18 @@ class Member:
         if self._started and not self._completed:
             state = self.trainer.state
             state.epoch, state.iteration = state.max_epochs, state.max_epochs * state.epoch_length
+            Workflow.run(self.trainer)
+
+    def abandon(self) -> None:
+        """End a trainer left interrupted when the population stops on an error, without its ``COMPLETED``
+        handlers (no final checkpoint of an unfinished run).
+
+        Ignite keeps an interrupted run as a suspended generator whose handlers reach the engine through weak
+        references. Left to the garbage collector at exit, it is closed after those references are cleared and
+        reports "Engine reference not resolved" as the last word, hiding the real error; Ignite has no public
+        way to drop a suspended run, so it is terminated and resumed, which ends it at once."""
+        if self._started and not self._completed:
+            self.trainer.terminate(skip_completed=True)
             Workflow.run(self.trainer)
 
     def finite(self) -> bool:
@@ -276,7 +289,9 @@ class AutoLR(Engine):
     ``schedule.period`` epochs. After each epoch it records, per run, the learning rate (at the epoch's last
     iteration), the mean training loss and the validation score in ``history``; each period's winner and swap time
     go to ``periods``. The best-scoring weights of the whole population are kept in ``best_model_path`` (the
-    model for inference: the best checkpoint of the winning run).
+    model for inference: the best checkpoint of the winning run). ``fingerprint`` (``training_fingerprint``:
+    the data and settings the state depends on) is saved in ``state_dict``, and a checkpoint with another one is
+    refused by ``load_state_dict``.
     """
 
     def __init__(
@@ -286,10 +301,12 @@ class AutoLR(Engine):
         max_epochs: int,
         best_model_path: str | None = None,
         max_grad_norm: float | None = None,
+        fingerprint: Mapping | None = None,
     ) -> None:
         super().__init__(self._epoch)
         self.register_events(*AutoLREvents)
         self.schedule, self.max_epochs, self.best_model_path = schedule, int(max_epochs), best_model_path
+        self.fingerprint = fingerprint
         if max_grad_norm is not None and not (isinstance(max_grad_norm, (int, float)) and max_grad_norm > 0):
             raise ValueError(f"autolr#max_grad_norm must be a positive number or null, got {max_grad_norm!r}")
         self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
@@ -324,7 +341,17 @@ class AutoLR(Engine):
         self.add_event_handler(Events.COMPLETED, lambda _: [m.finish() for m in self.members])
 
     def run(self) -> Any:  # type: ignore[override]
-        return super().run(data=None, max_iters=self.max_epochs, epoch_length=self.schedule.period)
+        """Train the population to ``max_epochs``. On any error, or Ctrl-C, the runs left interrupted are ended
+        first (``Member.abandon``), so the error is the last thing said. Ctrl-C raises a ``KeyboardInterrupt``
+        saying how to continue (a subclass would lose Python's exit status of an interrupt, 130)."""
+        try:
+            return super().run(data=None, max_iters=self.max_epochs, epoch_length=self.schedule.period)
+        except BaseException as error:
+            for m in self.members:
+                m.abandon()
+            if isinstance(error, KeyboardInterrupt):
+                raise KeyboardInterrupt("interrupted; resume with --resume true") from error
+            raise
 
     # --- communication: trivial in one process, collectives across processes ---------------------------------
     def _owner(self, run: int) -> int:
@@ -451,9 +478,24 @@ class AutoLR(Engine):
         return {"engine": super().state_dict(), "schedule": self.schedule.state_dict(),
                 "members": [local.get(i) for i in range(self.schedule.runs)], "history": copy.deepcopy(self.history),
                 "periods": copy.deepcopy(self.periods), "best": dict(self.best),
-                "period_scores": copy.deepcopy(self._period_scores), "period_diverged": list(self._period_diverged)}  # fmt: skip
+                "period_scores": copy.deepcopy(self._period_scores), "period_diverged": list(self._period_diverged),
+                **({"fingerprint": copy.deepcopy(self.fingerprint)} if self.fingerprint is not None else {})}  # fmt: skip
+
+    def _check_fingerprint(self, saved: Mapping | None) -> None:
+        if self.fingerprint is None:
+            return
+        if saved is None:
+            logger.warning("AutoLR: the checkpoint has no record of its training data and settings (saved by an "
+                           "earlier version): resuming without checking that they are this training's")  # fmt: skip
+            return
+        found = fingerprint_differences(saved, self.fingerprint)
+        if found:
+            more = f" (and {len(found) - 3} more)" if len(found) > 3 else ""
+            raise ValueError(f"AutoLR checkpoint was saved by a training with other data or settings: "
+                             f"{'; '.join(found[:3])}{more}; resume with those, or train afresh into another --run_dir")  # fmt: skip
 
     def load_state_dict(self, state: Mapping) -> None:  # type: ignore[override]
+        self._check_fingerprint(state.get("fingerprint"))
         if len(state["members"]) != self.schedule.runs:
             raise ValueError(f"AutoLR checkpoint has {len(state['members'])} runs, this population has {self.schedule.runs}")
         super().load_state_dict(state["engine"])

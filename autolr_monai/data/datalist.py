@@ -18,8 +18,9 @@ def load_datalist(
     Images and labels are NIfTI files or DICOM series folders.
 
     Raises ``FileNotFoundError`` or ``ValueError`` naming the datalist, the entry and the field when the file is
-    missing or malformed, the list is empty, or an entry points to a path that does not exist or is not a complete
-    3D scan (``checks.check_scan``: unreadable, corrupt or truncated, 2D, several or gapped DICOM series).
+    missing or malformed, the list is empty, a field is not a path (string), or an entry points to a path that does
+    not exist or is not a complete 3D scan (``checks.check_scan``: unreadable, corrupt or truncated, not one scalar
+    3D volume, a NIfTI header ITK and nibabel read differently, several or gapped DICOM series).
     """
     path = Path(datalist)
     if not path.is_file():
@@ -40,6 +41,10 @@ def load_datalist(
     for i, entry in enumerate(content[key]):
         if not isinstance(entry, dict) or any(f not in entry for f in fields):
             raise ValueError(f"datalist {path}: {key}[{i}] must be an object with fields {fields}, got {entry!r}")
+        for field in fields:
+            if not isinstance(entry[field], str) or not entry[field].strip():
+                raise ValueError(f"datalist {path}: {key}[{i}].{field} must be a path (string), "
+                                 f"got {json.dumps(entry[field])}")  # fmt: skip
     entries = load_decathlon_datalist(path, is_segmentation=True, data_list_key=key, base_dir=base_dir)
     for i, entry in enumerate(entries):
         entry[index_key] = i

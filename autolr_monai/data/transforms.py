@@ -46,12 +46,50 @@ def _say_reorientation(image: torch.Tensor, source: str) -> None:
         logger.info("%s: stored in %s orientation, reoriented to RAS for the network", source, codes)
 
 
+#: A CT with no voxel below this (HU) has no air in it, though air (about -1000 HU) surrounds every patient.
+AIR_MAX_HU = -200.0
+#: CT values outside these (HU) are no HU at all: the 16-bit range scanners store HU in (extended scales included).
+HU_LIMITS = (-32768.0, 32767.0)
+#: An image with at most this many distinct values, all non-negative integers, looks like a label map.
+LABEL_MAP_MAX_VALUES = 256
+
+
+def _check_one_channel(value: torch.Tensor, source: str) -> None:
+    """Refuse a channel-first volume of several channels (what MONAI makes of a 4D file or an RGB image)."""
+    if value.shape[0] != 1:
+        raise ValueError(f"{source}: {value.shape[0]} channels of shape {tuple(value.shape[1:])} (a 4D volume or an "
+                         "RGB image?); expected one 3D volume")  # fmt: skip
+
+
+def _say_implausible_intensities(image: torch.Tensor, source: str) -> None:
+    """Warn, naming ``source``, when the voxels of a CT do not look like HU: values far outside the HU range, a
+    label map, or no air (raw stored values without their rescale, intensities already normalised, not a CT)."""
+    values = torch.as_tensor(image)
+    low, high = float(values.min()), float(values.max())
+    if low < HU_LIMITS[0] or high > HU_LIMITS[1]:
+        logger.warning("%s: values from %g to %g HU, far outside the CT range (-1024..3071 HU, %g..%g at most): a "
+                       "wrong rescale slope or intercept, or not a CT?", source, low, high, *HU_LIMITS)  # fmt: skip
+    elif low > AIR_MAX_HU:
+        distinct = torch.unique(values)
+        if len(distinct) <= LABEL_MAP_MAX_VALUES and low >= 0 and bool((distinct == distinct.round()).all()):
+            shown = str([int(v) for v in distinct[:10].tolist()]) + (" ..." if len(distinct) > 10 else "")
+            logger.warning("%s: only %d distinct value(s), small non-negative integers %s: a label map passed as the "
+                           "CT image?", source, len(distinct), shown)  # fmt: skip
+        else:
+            logger.warning("%s: no voxel below %g HU (values %g to %g), though air is about -1000 HU: raw stored "
+                           "values without their rescale (NIfTI scl_slope/scl_inter, DICOM Rescale Slope/Intercept), "
+                           "intensities already normalised, or not a CT?", source, AIR_MAX_HU, low, high)  # fmt: skip
+
+
 class CheckImageLabeld(MapTransform):
     """Fail early, naming the files, when an image/label pair cannot be trained on.
 
-    Checks: the image is 3D (channel-first, 4 dims) with finite voxels; the label has the image's shape and
-    affine (after both went through the same orientation step); label values are integers in ``[0, num_classes)``.
+    Checks: the image is one 3D volume (channel-first: 4 dims, 1 channel) with finite voxels; the label is one
+    volume too, with the image's shape and affine (after both went through the same orientation step) and integer
+    values in ``[0, num_classes)``.
     A scan stored in another orientation than RAS is fine (``Orientationd`` turned it): that is logged, not refused.
+    Image values that do not look like HU (no air, a label map, far outside the HU range) are warned about, not
+    refused: the check runs before intensity scaling, on the values as read.
     ``MapTransform`` subclass because MONAI has no pair-consistency check with file names in its errors.
     """
 
@@ -68,12 +106,15 @@ class CheckImageLabeld(MapTransform):
         if image.ndim != 4 or min(image.shape[1:]) < 2:
             raise ValueError(f"{image_file}: expected a 3D volume (channel, x, y, z) with every axis >= 2 voxels, "
                              f"got shape {tuple(image.shape)}")  # fmt: skip
+        _check_one_channel(image, image_file)
         if not torch.isfinite(torch.as_tensor(image)).all():
             raise ValueError(f"{image_file}: image contains NaN or infinite voxels")
+        _say_implausible_intensities(image, image_file)
         _say_reorientation(image, image_file)
         if self.label_key is None:
             return d
         label, label_file = d[self.label_key], _source(d, self.label_key)
+        _check_one_channel(label, label_file)
         if tuple(label.shape[1:]) != tuple(image.shape[1:]):
             raise ValueError(f"image {image_file} and label {label_file} have different shapes: "
                              f"{tuple(image.shape[1:])} vs {tuple(label.shape[1:])}")  # fmt: skip

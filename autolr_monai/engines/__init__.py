@@ -1,7 +1,9 @@
-"""Training glue for MONAI/Ignite engines: the patch loss and epoch-level logging and history."""
+"""Training glue for MONAI/Ignite engines: the patch loss, epoch-level logging and history, the run folder."""
 
 from .handlers import AtomicCheckpointSaver, EpochSummary, TrainingHistory
 from .losses import PatchCrossEntropyLoss
 from .metrics import LocalMeanDice
+from .run_folder import RunFolder, RunFolderError
 
-__all__ = ["AtomicCheckpointSaver", "EpochSummary", "LocalMeanDice", "PatchCrossEntropyLoss", "TrainingHistory"]
+__all__ = ["AtomicCheckpointSaver", "EpochSummary", "LocalMeanDice", "PatchCrossEntropyLoss", "RunFolder",
+           "RunFolderError", "TrainingHistory"]  # fmt: skip

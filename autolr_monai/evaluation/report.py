@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from autolr_monai.data.labels import LABELS, TABLE2_COLUMNS
+from autolr_monai.files import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -101,18 +103,20 @@ def markdown_tables(scores: Sequence[Score], methods: Sequence[str]) -> str:
 
 
 def write_reports(scores: Sequence[Score], methods: Sequence[str], output_dir: str) -> dict[str, Path]:
-    """Write ``metrics_per_case.csv``, ``summary.csv`` and ``table2.md`` to ``output_dir``; returns their paths."""
+    """Write ``metrics_per_case.csv``, ``summary.csv`` and ``table2.md`` to ``output_dir``, each complete or not at
+    all (``write_text_atomic``); returns their paths."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"per_case": out / "metrics_per_case.csv", "summary": out / "summary.csv", "table": out / "table2.md"}
-    with paths["per_case"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case", "method", "structure", "dice", "hd95_mm"])
-        writer.writerows([s.case, s.method, s.structure, s.dice, s.hd95] for s in scores)
+    per_case = io.StringIO()
+    writer = csv.writer(per_case)
+    writer.writerow(["case", "method", "structure", "dice", "hd95_mm"])
+    writer.writerows([s.case, s.method, s.structure, s.dice, s.hd95] for s in scores)
     rows = summary_rows(scores)
-    with paths["summary"].open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["method"])
-        writer.writeheader()
-        writer.writerows(rows)
-    paths["table"].write_text(markdown_tables(scores, methods))
+    summary = io.StringIO()
+    dict_writer = csv.DictWriter(summary, fieldnames=list(rows[0]) if rows else ["method"])
+    dict_writer.writeheader()
+    dict_writer.writerows(rows)
+    write_text_atomic(paths["per_case"], per_case.getvalue())
+    write_text_atomic(paths["summary"], summary.getvalue())
+    write_text_atomic(paths["table"], markdown_tables(scores, methods))
     return paths

@@ -8,14 +8,15 @@ each referencing its source instance. ``SaveDicomSegd`` does this at the end of 
 Layout: a series loaded by MONAI ``LoadImage(reader="ITKReader")`` + ``EnsureChannelFirst`` is ``(1, X, Y, Z)``
 with X the DICOM columns, Y the rows and Z the slices, and a RAS voxel-to-world affine; the frame of the source
 instance at slice ``k`` is therefore ``label_map[:, :, k].T`` (rows x columns). Instances are matched to slices by
-geometry (their pixel grid mapped through the inverse affine), never by file order or InstanceNumber.
+the geometry their ImagePositionPatient and ImageOrientationPatient define (``autolr_monai.data.series_geometry``,
+the geometry ``ScanReader`` loads the series on), never by file order, InstanceNumber or SpacingBetweenSlices.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import secrets
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from autolr_monai import __version__
+from autolr_monai.data.dicom import SeriesGeometry, series_geometry
 from autolr_monai.data.labels import LABEL_NAMES
 
 from .outputs import ScanFolderLayout
@@ -116,80 +118,56 @@ def _integer_labels(label_map: np.ndarray | torch.Tensor, series_dir: Path) -> t
     return labels, [v for v in values if v != 0]
 
 
-def _read_headers(series_dir: Path) -> list[tuple[Path, pydicom.Dataset]]:
-    """Headers (no pixel data: highdicom needs none) of the DICOM image files directly in ``series_dir``."""
+def _series_grid(series_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> SeriesGeometry:
+    """The geometry the series' instance positions and orientations define (``series_geometry``: its instances in
+    slice order ``k = 0..Z-1``), checked to be the label map's grid (shape and affine)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4):
+        raise ValueError(f"label map for {series_dir}: expected a 4x4 affine, got shape {affine.shape}")
     if not series_dir.is_dir():
         raise ValueError(f"{series_dir}: not a directory (expected the DICOM series folder the label map belongs to)")
-    images = []
-    for path in sorted(p for p in series_dir.iterdir() if p.is_file()):
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, EOFError):
-            continue
-        if "Rows" in ds:  # an image, not a DICOMDIR, report or presentation state
-            images.append((path, ds))
-    if not images:
-        raise ValueError(f"{series_dir}: no DICOM image files in this folder (expected the CT series the label map "
-                         "was predicted from)")  # fmt: skip
-    for path, ds in images:
+    geometry = series_geometry(series_dir)
+    for path, ds in zip(geometry.files, geometry.headers):
         missing = [name for name in _REQUIRED if ds.get(name) in (None, "")]
         if missing:
             raise UnreferenceableSeriesError(f"{series_dir}: {path.name} lacks {', '.join(missing)} (empty or "
                                              "absent); a DICOM SEG must reference the source study, series and "
                                              "instances (was the series de-identified by blanking UIDs instead of "
                                              "replacing them?)")  # fmt: skip
-    series = {ds.SeriesInstanceUID for _, ds in images}
-    if len(series) > 1:
-        raise ValueError(f"{series_dir} holds images of {len(series)} DICOM series ({', '.join(sorted(series))}); "
-                         "expected one series per folder")  # fmt: skip
-    return images
-
-
-def _slice_index(path: Path, ds: pydicom.Dataset, world_to_voxel: np.ndarray, shape: tuple[int, ...]) -> int:
-    """Slice ``k`` of the label map grid whose plane is the pixel grid of instance ``ds``; ValueError otherwise."""
     x, y, z = shape
-    rows, columns = int(ds.Rows), int(ds.Columns)
+    columns, rows, slices = geometry.shape
     if (columns, rows) != (x, y):
-        raise ValueError(f"{path.name} has {rows} rows x {columns} columns, but the label map slices have "
-                         f"{y} rows (Y) x {x} columns (X); label map shape {shape}")  # fmt: skip
-    origin = np.array(ds.ImagePositionPatient, dtype=np.float64)
-    orientation = np.array(ds.ImageOrientationPatient, dtype=np.float64)
-    row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
-    pixels = np.array([[0, 0], [columns - 1, 0], [0, rows - 1]], dtype=np.float64)  # (column, row) corners
-    world = origin + pixels[:, :1] * column_spacing * orientation[:3] + pixels[:, 1:] * row_spacing * orientation[3:]
-    voxels = (world_to_voxel @ np.c_[world, np.ones(len(world))].T).T[:, :3]
-    k = voxels[0, 2]
-    if abs(k - round(k)) > GRID_TOLERANCE_VOXELS or not 0 <= round(k) < z:
-        raise ValueError(f"{path.name} (ImagePositionPatient {origin.tolist()}) lies at slice index {k:.3f} of "
-                         f"the label map grid; expected an integer in 0..{z - 1} (another series' affine?)")  # fmt: skip
-    if not np.allclose(voxels, np.c_[pixels, np.full(len(pixels), round(k))], atol=GRID_TOLERANCE_VOXELS):
-        raise ValueError(f"{path.name}: its pixel grid does not coincide with slice {round(k)} of the label map "
-                         f"grid: pixels (column, row) {pixels.astype(int).tolist()} map to voxels "
-                         f"{np.round(voxels, 3).tolist()} (other in-plane origin, orientation or spacing)")  # fmt: skip
-    return round(k)
+        raise ValueError(f"{series_dir}: {geometry.files[0].name} has {rows} rows x {columns} columns, but the label "
+                         f"map slices have {y} rows (Y) x {x} columns (X); label map shape {shape}")  # fmt: skip
+    if slices != z:
+        raise ValueError(f"{series_dir}: {slices} DICOM images for a label map of {z} slices")
+    corners = np.array([[i, j, k, 1.0] for i in (0, x - 1) for j in (0, y - 1) for k in (0, z - 1)]).T
+    offsets = np.linalg.norm((affine @ corners - geometry.ras_affine @ corners)[:3], axis=0)
+    voxel_mm = float(np.linalg.norm(geometry.lps_affine[:3, :3], axis=0).min())
+    if offsets.max() > GRID_TOLERANCE_VOXELS * voxel_mm:
+        corner = corners[:3, int(np.argmax(offsets))].astype(int).tolist()
+        raise ValueError(f"label map for {series_dir}: not on the series' voxel grid as its instances' positions "
+                         f"define it: voxel {corner} lies {offsets.max():.2f} mm from that voxel of the series (label "
+                         f"map affine {np.round(affine, 4).tolist()}, series {np.round(geometry.ras_affine, 4).tolist()}"
+                         "; another series' grid, or one read without the instances' positions?)")  # fmt: skip
+    return geometry
 
 
-def _sources_by_slice(series_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -> list[pydicom.Dataset]:
-    """The series' instances in slice order ``k = 0..Z-1``, checked to cover the label map grid exactly once."""
-    affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4):
-        raise ValueError(f"label map for {series_dir}: expected a 4x4 affine, got shape {affine.shape}")
-    world_to_voxel = np.linalg.inv(np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine)  # LPS (DICOM) world -> voxel
-    by_slice: dict[int, tuple[Path, pydicom.Dataset]] = {}
-    for path, ds in _read_headers(series_dir):
-        try:
-            k = _slice_index(path, ds, world_to_voxel, shape)
-        except ValueError as e:
-            raise ValueError(f"{series_dir}: {e}") from None
-        if k in by_slice:
-            raise ValueError(f"{series_dir}: {by_slice[k][0].name} and {path.name} both lie at slice {k}; "
-                             "expected one instance per slice")  # fmt: skip
-        by_slice[k] = (path, ds)
-    missing = sorted(set(range(shape[2])) - set(by_slice))
-    if missing:
-        raise ValueError(f"{series_dir}: {len(by_slice)} DICOM images for a label map of {shape[2]} slices; no image "
-                         f"lies at slices {missing[:10]}{' ...' if len(missing) > 10 else ''}")  # fmt: skip
-    return [by_slice[k][1] for k in range(shape[2])]
+def _as_source(ds: pydicom.Dataset, step_mm: float) -> pydicom.Dataset:
+    """An instance's header as highdicom should see it (the files are not touched). highdicom copies
+    SpacingBetweenSlices into the SEG, where it may not be negative (some vendors write it so): it becomes the step
+    between the instances' positions. An empty SpecificCharacterSet is legal (the default repertoire; as the first
+    of several values, the default with code extensions) but highdicom refuses it: spelled out or removed."""
+    if "SpacingBetweenSlices" in ds:
+        ds.SpacingBetweenSlices = step_mm
+    if "SpecificCharacterSet" in ds:
+        value = ds.data_element("SpecificCharacterSet").value
+        values = [value] if isinstance(value, (str, type(None))) else list(value)
+        if not any(str(v or "").strip() for v in values):
+            del ds.SpecificCharacterSet
+        elif not str(values[0] or "").strip():
+            ds.SpecificCharacterSet = ["ISO 2022 IR 6", *values[1:]]
+    return ds
 
 
 def _segment_description(
@@ -223,19 +201,21 @@ def write_dicom_seg(
     """Write ``label_map`` as a binary DICOM SEG referencing the CT series in ``series_dir``; return its path.
 
     ``label_map``: integer label values of the label table, shape (X, Y, Z) or (1, X, Y, Z), on the grid of the
-    series as ITK loads it (X = columns, Y = rows, Z = slices); ``affine``: its RAS voxel-to-world affine. Every
-    instance of the series must lie on a slice of that grid, one per slice, else ``ValueError`` naming the folder
-    and what does not match. Structures present become segments 1..N (in label order), labelled with their
+    series as ``ScanReader`` loads it (X = columns, Y = rows, Z = slices); ``affine``: its RAS voxel-to-world affine,
+    which must be the grid the instances' positions define (``series_geometry``), else ``ValueError`` naming the
+    folder and what does not match. Structures present become segments 1..N (in label order), labelled with their
     structure names; ``algorithm_version`` goes into their algorithm identification, ``series_number`` is the new
     SEG series'. A map without any structure writes nothing, logs a warning and returns None. The file is written
-    to a temporary file next to ``output_path`` and moved into place, so readers never see a partial SEG.
+    to a temporary file next to ``output_path``, read back and moved into place, so readers never see a partial
+    SEG; a failed write raises ``OSError`` naming ``output_path``.
     """
     series_dir, output_path = Path(series_dir), Path(output_path)
     labels, present = _integer_labels(label_map, series_dir)
     if not present:
         logger.warning("%s: the label map holds no structure (all background); no DICOM SEG written", series_dir)
         return None
-    sources = _sources_by_slice(series_dir, _to_numpy(affine), labels.shape)
+    geometry = _series_grid(series_dir, _to_numpy(affine), labels.shape)
+    sources = [_as_source(ds, geometry.step_mm) for ds in geometry.headers]
 
     lookup = np.zeros(max(LABEL_NAMES) + 1, dtype=np.uint8)
     lookup[present] = np.arange(1, len(present) + 1)
@@ -260,17 +240,32 @@ def write_dicom_seg(
         content_label="SEGMENTATION",
         content_description=f"{ALGORITHM_NAME} {algorithm_version}",
     )
+    if sources[0].get("BodyPartExamined"):  # General Series; highdicom does not copy it, and without it the
+        seg.BodyPartExamined = sources[0].BodyPartExamined  # validator wants Laterality, unknown for a segmentation
 
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        seg.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, output_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _save_atomically(seg, output_path)
     return output_path
+
+
+def _save_atomically(seg: hd.seg.Segmentation, output_path: Path) -> None:
+    """Write ``seg`` to a hidden file next to ``output_path`` (created with the user's umask, not ``mkstemp``'s
+    0600 that a PACS export could not read), flush it to disk, read it back whole, then rename it into place."""
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = output_path.with_name(f".{output_path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        seg.save_as(partial, enforce_file_format=True)
+        with open(partial, "rb") as f:
+            os.fsync(f.fileno())
+        try:
+            frames = int(pydicom.dcmread(partial).NumberOfFrames)
+        except (InvalidDicomError, EOFError, ValueError, AttributeError) as e:
+            raise OSError(f"{output_path}: cannot write (the file written does not read back: {e})") from e
+        if frames != int(seg.NumberOfFrames):
+            raise OSError(f"{output_path}: cannot write (the file written holds {frames} frames of {seg.NumberOfFrames})")
+        os.replace(partial, output_path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 class SaveDicomSegd(MapTransform):

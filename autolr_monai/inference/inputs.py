@@ -18,6 +18,9 @@ from autolr_monai.data.datalist import load_datalist
 
 logger = logging.getLogger("autolr_monai.inference")
 
+#: Ends of the names of the files inference writes (``<scan>_seg.nii.gz``, ``<scan>_probabilities.nii.gz``,
+#: ``<scan>_seg.dcm``; ``inference.json``): in a folder of scans, they are an earlier run's outputs, not scans.
+OUTPUT_SUFFIXES = ("_seg.nii.gz", "_probabilities.nii.gz", "_seg.dcm")
 
 
 def _is_volume_file(path: Path) -> bool:
@@ -59,11 +62,24 @@ def check_unique_stems(scans: Sequence[dict], key: str = "image") -> None:
 
 
 def _scans_in_folder(folder: Path) -> list[Path]:
+    """The scans of ``folder``: the folder itself if it holds DICOM files, else its volume files and DICOM series
+    folders. Outputs of an earlier run written here (``OUTPUT_SUFFIXES``) are skipped, naming them; a DICOM SEG
+    output inside a series folder is refused, as the series cannot be read with it."""
     entries = visible(folder)
     if not entries:
         raise ValueError(f"{folder} is empty: expected NIfTI files, DICOM series folders, or the DICOM files of one "
                          "series")  # fmt: skip
-    if any(p.is_file() and is_dicom_file(p) for p in entries):  # the folder is one series
+    outputs = [p for p in entries if p.is_file() and p.name.endswith(OUTPUT_SUFFIXES)]
+    entries = [p for p in entries if p not in outputs]
+    is_series = any(p.is_file() and is_dicom_file(p) for p in entries)
+    seg = next((p for p in outputs if is_dicom_file(p)), None)
+    if is_series and seg is not None:
+        raise ValueError(f"{folder}: {seg.name} is an output of an earlier inference run written into this DICOM "
+                         "series folder: move it out (read with the series, it is a second series)")  # fmt: skip
+    if outputs:
+        logger.warning("%s: skipping %d outputs of an earlier inference run (not scans): %s", folder, len(outputs),
+                       _names(outputs))  # fmt: skip
+    if is_series:
         _warn_ignored(folder, [p for p in entries if not (p.is_file() and is_dicom_file(p))], "next to its series")
         return [folder]
     scans, ignored = [], []
@@ -80,17 +96,21 @@ def _scans_in_folder(folder: Path) -> list[Path]:
     return scans
 
 
+def _names(paths: list[Path]) -> str:
+    return ", ".join(p.name for p in paths[:10]) + (" ..." if len(paths) > 10 else "")
+
+
 def _warn_ignored(folder: Path, ignored: list[Path], why: str) -> None:
     if ignored:
-        names = ", ".join(p.name for p in ignored[:10]) + (" ..." if len(ignored) > 10 else "")
-        logger.warning("%s: ignoring %d entries %s: %s", folder, len(ignored), why, names)
+        logger.warning("%s: ignoring %d entries %s: %s", folder, len(ignored), why, _names(ignored))
 
 
 def find_scans(input: str, datalist_key: str = "test") -> list[dict]:
     """The scans under ``input`` as MONAI data dicts ``{"image": path}``, each checked (header only).
 
     ``input`` is a NIfTI (or NRRD/MHA) file, a folder holding the DICOM files of one series, a folder of such files
-    and series folders (one level), or a datalist JSON whose ``datalist_key`` list has ``image`` entries. Raises
+    and series folders (one level; outputs of an earlier run in it are skipped with a warning naming them), or a
+    datalist JSON whose ``datalist_key`` list has ``image`` entries. Raises
     ``FileNotFoundError``/``ValueError`` naming the path and the problem, also when two scans would get the same
     output name (``check_unique_stems``).
     """

@@ -22,6 +22,17 @@ def _weights(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     return checkpoint
 
 
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise ``ValueError`` naming the first tensor with NaN or infinite values: such weights give NaN logits,
+    whose argmax is background everywhere, and the run would end with empty label maps and no error."""
+    for name, tensor in state.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise ValueError(f"{path}: weights {name} hold {bad} NaN or infinite values (of {tensor.numel()}): "
+                                 "the training that wrote them diverged; use a checkpoint from before")  # fmt: skip
+
+
 def load_model(
     network: nn.Module, checkpoint: str, device: torch.device | str = "cpu", channels_last: bool = False
 ) -> nn.Module:
@@ -32,8 +43,8 @@ def load_model(
     The file is read with ``weights_only=True`` (no arbitrary unpickling) and mapped to the CPU first, so a
     checkpoint saved on a GPU loads on a CPU-only machine. Written instead of MONAI's ``CheckpointLoader`` handler
     to fail before any scan is read, naming the file and what does not fit: a missing file, a population
-    checkpoint, or weights of another network configuration (a model trained with ``demo.json`` needs the same
-    overlay for inference).
+    checkpoint, weights of another network configuration (a model trained with ``demo.json`` needs the same
+    overlay for inference), or weights that are not finite.
     """
     path = Path(str(checkpoint)).expanduser()
     if not path.is_file():
@@ -53,6 +64,7 @@ def load_model(
                             if keys)  # fmt: skip
         raise ValueError(f"checkpoint {path} does not fit the configured network_def ({details}): load it with the "
                          "config overlays it was trained with, e.g. bundle/configs/demo.json for the demo")  # fmt: skip
+    _check_finite(state, path)
     network.load_state_dict(state)
     network = network.to(device).eval()
     return network.to(memory_format=torch.channels_last_3d) if channels_last else network

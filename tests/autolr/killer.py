@@ -1,8 +1,10 @@
 """Test-only handlers that SIGKILL the training process at a chosen point, once (a marker file remembers), as a
-pre-emption or power cut would: no exception handler, no ``finally``, no flush."""
+pre-emption or power cut would: no exception handler, no ``finally``, no flush; or that press Ctrl-C there, or
+fill the disk."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -71,3 +73,19 @@ class KillingDiskSaver(DiskSaver):
             _die()
 
         super()._save_func(checkpoint, path, half_then_die)
+
+
+class InterruptMidEpoch(KillMidEpoch):
+    """As ``KillMidEpoch``, with SIGINT (Ctrl-C) instead of SIGKILL."""
+
+    def _maybe_kill(self, engine: Engine) -> None:
+        if self.member == self.run and engine.state.iteration == self.iteration and _kill_once(self.marker):
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+class FailMidEpoch(KillMidEpoch):
+    """As ``KillMidEpoch``, but the disk is full: an ``OSError(ENOSPC)``, as a write would raise."""
+
+    def _maybe_kill(self, engine: Engine) -> None:
+        if self.member == self.run and engine.state.iteration == self.iteration and _kill_once(self.marker):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.marker)

@@ -1,8 +1,11 @@
 """SIGKILL at three points (mid-epoch, mid-period, during a checkpoint write), each followed by ``--resume true``:
-the population ends on the trajectory of an uninterrupted run, and no checkpoint is ever left corrupt."""
+the population ends on the trajectory of an uninterrupted run, and no checkpoint is ever left corrupt. Ctrl-C and a
+full disk end with their own message as the last line."""
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +76,43 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_trajectory(autolr_
     assert [(r["epoch"], r["run"], r["lr"]) for r in resumed["epochs"]] == [(r["epoch"], r["run"], r["lr"]) for r in expected["epochs"]]
     assert [r["val_dice"] for r in resumed["epochs"]] == [r["val_dice"] for r in expected["epochs"]]  # deterministic on CPU
     assert "continuing from" in result.stdout + result.stderr
+
+
+SHORT = {"max_epochs": 2, "autolr#period": 1}
+
+
+def _on_run_1(handler: str, iteration: int, marker: Path) -> dict:
+    """Member overrides that put ``tests.autolr.killer.<handler>`` on run 1's trainer at ``iteration``."""
+    return {"train#schedule_handlers": [], "validate#checkpoint_handlers": [],
+            "train#history_handlers": [{"_target_": f"tests.autolr.killer.{handler}", "iteration": iteration,
+                                        "member": "@member", "run": 1, "marker": str(marker)}]}  # fmt: skip
+
+
+def _visible_lines(stderr: str) -> list[str]:
+    """What a terminal shows of ``stderr``, line by line: progress-bar redraws and cursor moves taken out."""
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", stderr)
+    return [line.strip() for line in re.split(r"[\r\n]", text) if line.strip()]
+
+
+def test_a_full_disk_mid_epoch_is_the_last_word_not_an_ignite_error(autolr_datalist, tmp_path):
+    full = tmp_path / "disk_full"  # the marker file, named in the error as the file a write failed on
+    result = _train(tmp_path / "run", autolr_datalist, {**SHORT, "autolr#member_overrides": _on_run_1("FailMidEpoch", BATCHES + 2, full)})
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert _visible_lines(result.stderr)[-1] == f"OSError: [Errno 28] No space left on device: '{full}'", result.stderr[-3000:]
+    assert "Engine reference not resolved" not in result.stderr and "Exception ignored" not in result.stderr
+    assert not (tmp_path / "run" / "training.lock").exists()
+
+
+def test_ctrl_c_says_how_to_resume_and_the_resumed_run_completes(autolr_datalist, tmp_path):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    extra = {**SHORT, "autolr#member_overrides": _on_run_1("InterruptMidEpoch", BATCHES + 2, markers / "ctrl_c")}
+    interrupted = _train(tmp_path / "run", autolr_datalist, extra)
+    assert interrupted.returncode == -signal.SIGINT, interrupted.stderr[-3000:]  # Python's exit status of Ctrl-C
+    assert _visible_lines(interrupted.stderr)[-1] == "interrupted; resume with --resume true", interrupted.stderr[-3000:]
+    assert "Engine reference not resolved" not in interrupted.stderr
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.pt")) == ["autolr_iteration=1.pt"]
+    resumed = _train(tmp_path / "run", autolr_datalist, extra)  # --resume true, as every _train
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "continuing from" in resumed.stdout and "autolr_iteration=1.pt" in resumed.stdout
+    assert [p["epoch"] for p in json.loads((tmp_path / "run" / "autolr_history.json").read_text())["periods"]] == [1, 2]

@@ -300,3 +300,13 @@ def test_a_huge_rate_for_every_run_stops_training_with_a_clear_message(autolr_da
         run_autolr(autolr_datalist, tmp_path, **{"autolr#initial_lrs": [1e5, 1e5, 1e5]})
     assert "all 3 AutoLR runs diverged by epoch 1 (period 1): there is no run to continue from" in _chain(error.value)
     assert not list((tmp_path / "checkpoints").glob("*.pt"))  # nothing written of a population with no healthy run
+
+
+def test_a_fresh_training_refuses_the_folder_of_a_finished_one(trained, autolr_datalist):
+    _, _, run_dir = trained
+    assert not (run_dir / "training.lock").exists()  # the finished training released its folder
+    with pytest.raises(RuntimeError) as error:
+        run_autolr(autolr_datalist, run_dir)
+    assert _chain(error.value).endswith(
+        f"run folder {run_dir} already holds the outputs of a training (autolr_history.json, checkpoints, model.pt); "
+        "resume it with --resume true, or train into another --run_dir")  # fmt: skip

@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +32,17 @@ def test_missing_datalist_names_the_path(tmp_path):
 def test_malformed_datalists(tmp_path, content, match):
     with pytest.raises(ValueError, match=match):
         load_datalist(str(_write(tmp_path, content)), "training")
+
+
+@pytest.mark.parametrize("field", ["image", "label"])
+@pytest.mark.parametrize("value,said", [(None, "null"), (3, "3"), (["a.nii.gz"], '["a.nii.gz"]'), ("", '""'), (" ", '" "')])
+def test_entry_paths_must_be_strings(tmp_path, field, value, said):
+    _volume(tmp_path / "img.nii.gz")
+    entries = [{"image": "img.nii.gz", "label": "img.nii.gz"} for _ in range(4)]
+    entries[3][field] = value
+    with pytest.raises(ValueError, match=rf"^datalist \S*datalist\.json: training\[3\]\.{field} must be a path "
+                                         rf"\(string\), got {re.escape(said)}$"):  # fmt: skip
+        load_datalist(str(_write(tmp_path, {"training": entries})), "training")
 
 
 def _volume(path: Path, shape=(6, 5, 4)) -> Path:

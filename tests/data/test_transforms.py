@@ -1,3 +1,5 @@
+import logging
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -9,7 +11,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor
 from monai.transforms import Compose, MapLabelValued
 
-from autolr_monai.data import BoxSmoothd, CheckImageLabeld, ClassIndexd
+from autolr_monai.data import BoxSmoothd, CheckImageLabeld, ClassIndexd, load_datalist
 from autolr_monai.data.totalseg import totalseg_label_mapping
 from tests.conftest import REPO
 
@@ -59,6 +61,52 @@ def test_check_rejects_bad_images(image, match):
         CheckImageLabeld(label_key=None)({"image": _meta(image, "scan.nii.gz")})
 
 
+@pytest.mark.parametrize("key", ["image", "label"])
+def test_check_rejects_several_channels(key):
+    """check_scan refuses 4D and RGB files before loading; this is the same rule for data that did not pass it."""
+    d = {"image": _meta(np.zeros((1, 8, 8, 8)), "img.nii.gz"), "label": _meta(np.zeros((1, 8, 8, 8)), "lab.nii.gz")}
+    d[key] = _meta(np.zeros((3, 8, 8, 8)), "ct4d.nii.gz")
+    with pytest.raises(ValueError, match=r"ct4d\.nii\.gz: 3 channels of shape \(8, 8, 8\) \(a 4D volume or an RGB "
+                                         r"image\?\); expected one 3D volume"):  # fmt: skip
+        CheckImageLabeld()(d)
+
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize(
+    "image,said",
+    [
+        (RNG.integers(0, 4096, (1, 16, 16, 16)), r"no voxel below -200 HU \(values 0 to 4095\), though air is about "
+                                                  r"-1000 HU: raw stored values without their rescale"),
+        (RNG.integers(0, 5, (1, 16, 16, 16)), r"only 5 distinct value\(s\), small non-negative integers \[0, 1, 2, 3, 4\]: "
+                                               r"a label map passed as the CT image\?"),
+        (np.concatenate([np.full((1, 8, 16, 16), -1000.0), np.full((1, 8, 16, 16), 1e6)], 1),
+         r"values from -1000 to 1e\+06 HU, far outside the CT range"),
+    ],
+    ids=["raw-stored-values", "label-map", "far-outside"],
+)
+def test_implausible_ct_intensities_are_warned_naming_the_file(caplog, image, said):
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.data"):
+        CheckImageLabeld(label_key=None)({"image": _meta(image, "/data/ct.nii.gz")})
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and re.fullmatch(rf"/data/ct\.nii\.gz: {said}.*", warned[0]), warned
+
+
+def _intensity_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.funcName == "_say_implausible_intensities"]
+
+
+def test_the_phantoms_intensities_raise_no_warning(tiny_datalist, caplog):
+    steps = preprocessing().transforms
+    load_and_check = Compose(steps[: next(i for i, t in enumerate(steps) if isinstance(t, CheckImageLabeld)) + 1])
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.data"):
+        for key in ("training", "validation", "test"):
+            for entry in load_datalist(tiny_datalist, key):
+                load_and_check({"image": entry["image"], "label": entry["label"]})
+    assert _intensity_warnings(caplog) == []
+
+
 def test_box_smooth_matches_pooling_and_class_index():
     torch.manual_seed(0)
     image = _meta(torch.randn(1, 9, 10, 11), "img")
@@ -73,10 +121,12 @@ def test_box_smooth_matches_pooling_and_class_index():
         assert (flat[members] == k).all() and len(members) == (flat == k).sum()
 
 
-def test_preprocessing_geometry_on_real_ct(shared_data: Path, tmp_path: Path):
+def test_preprocessing_geometry_on_real_ct(shared_data: Path, tmp_path: Path, caplog):
     source = nib.load(shared_data / "ct.nii.gz")
     label_file = _converted_label(shared_data, "labels_totalseg.nii.gz", tmp_path / "label.nii.gz")
-    d = preprocessing()({"image": str(shared_data / "ct.nii.gz"), "label": str(label_file)})
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.data"):
+        d = preprocessing()({"image": str(shared_data / "ct.nii.gz"), "label": str(label_file)})
+    assert _intensity_warnings(caplog) == []  # plausible CT intensities
     image, label = d["image"], d["label"]
     assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
     assert np.allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), [1.0, 1.0, 1.5])
@@ -114,9 +164,11 @@ def test_raw_totalseg_labels_are_rejected_with_the_file_name(shared_data: Path):
     assert "labels_totalseg.nii.gz" in str(cause) and "not in the label table" in str(cause)
 
 
-def test_dicom_series_loads_through_the_same_pipeline(shared_data: Path, tmp_path: Path):
+def test_dicom_series_loads_through_the_same_pipeline(shared_data: Path, tmp_path: Path, caplog):
     label = _converted_label(shared_data, "dicom_labels_totalseg.nii.gz", tmp_path / "dicom_label.nii.gz")
-    d = preprocessing()({"image": str(shared_data / "dicom_ct"), "label": str(label)})
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.data"):
+        d = preprocessing()({"image": str(shared_data / "dicom_ct"), "label": str(label)})
+    assert _intensity_warnings(caplog) == []  # plausible CT intensities
     image = d["image"]
     assert nib.aff2axcodes(image.affine.numpy()) == ("R", "A", "S")
     assert np.allclose(np.linalg.norm(image.affine.numpy()[:3, :3], axis=0), [1.0, 1.0, 1.5])

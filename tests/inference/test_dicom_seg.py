@@ -1,6 +1,8 @@
 """DICOM SEG export: layout and geometry against a real CT series, the SNOMED coding, SaveDicomSegd, bad inputs."""
 
+import errno
 import logging
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +16,13 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirst, LoadImage, MapLabelValue, Orientation
 
+from autolr_monai.data import ScanReader
 from autolr_monai.data.labels import LABEL_NAMES, LABEL_VALUES, LABELS
 from autolr_monai.data.totalseg import totalseg_label_mapping
 from autolr_monai.inference.dicom_seg import (STRUCTURE_CODES, SaveDicomSegd, UnreferenceableSeriesError,
                                               write_dicom_seg)
 from tests.conftest import SHARED_DATA, copy_series_with_uids
+from tests.dicom_series import VARIANTS, Variant, dciodvfy_errors, write_series
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -37,7 +41,7 @@ class Case:
 
 
 def _load(path: Path) -> MetaTensor:
-    return EnsureChannelFirst()(LoadImage(reader="ITKReader", image_only=True)(str(path)))
+    return EnsureChannelFirst()(LoadImage(reader=ScanReader(), image_only=True)(str(path)))
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +157,7 @@ def test_save_dicom_segd_writes_for_dicom_series_only(case: Case, tmp_path: Path
     written = tmp_path / "flat" / "ct_series_seg.dcm"
     assert [p.name for p in (tmp_path / "flat").iterdir()] == [written.name]
     assert hd.seg.segread(written).ReferencedSeriesSequence[0].SeriesInstanceUID == case.series_uid
+    assert dciodvfy_errors(written) == []
 
     SaveDicomSegd(output_dir=tmp_path / "tree", data_root_dir=case.series_dir.parent.parent)(data)
     assert (tmp_path / "tree" / case.series_dir.parent.name / "ct_series_seg.dcm").is_file()
@@ -165,7 +170,7 @@ def test_save_dicom_segd_writes_for_dicom_series_only(case: Case, tmp_path: Path
 def test_rejects_a_label_map_of_another_shape(case: Case, tmp_path: Path):
     with pytest.raises(ValueError, match=re.escape(str(case.series_dir)) + r".*512 rows x 512 columns.*256 rows"):
         write_dicom_seg(case.label[:, :256], case.affine, case.series_dir, tmp_path / "seg.dcm")
-    with pytest.raises(ValueError, match=re.escape(str(case.series_dir)) + r".*no image lies at slices \[20, 21\]"):
+    with pytest.raises(ValueError, match=re.escape(str(case.series_dir)) + r": 20 DICOM images for a label map of 22"):
         write_dicom_seg(np.pad(case.label, [(0, 0), (0, 0), (0, 2)]), case.affine, case.series_dir, tmp_path / "s.dcm")
     assert not list(tmp_path.iterdir())
 
@@ -183,16 +188,17 @@ def _nifti_affine(affine: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize(
     "wrong_affine,match",
-    [(_half_slice_shift, r"slice index \d+\.500 of the label map grid"), (_nifti_affine, "does not coincide")],
+    [(_half_slice_shift, r"voxel \[0, 0, 0\] lies 1\.00 mm from that voxel"), (_nifti_affine, r"lies \d+\.\d+ mm from")],
 )
 def test_rejects_a_label_map_off_the_series_grid(case: Case, tmp_path: Path, wrong_affine, match):
-    with pytest.raises(ValueError, match=re.escape(str(case.series_dir)) + ".*" + match):
+    with pytest.raises(ValueError, match=re.escape(f"label map for {case.series_dir}: not on the series' voxel grid as "
+                                                   "its instances' positions define it") + ".*" + match):  # fmt: skip
         write_dicom_seg(case.label, wrong_affine(case.affine), case.series_dir, tmp_path / "seg.dcm")
 
 
 def test_rejects_folders_that_are_not_a_referencable_series(case: Case, tmp_path: Path):
     (tmp_path / "notes.txt").write_text("not a DICOM file")
-    with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + ": no DICOM image files"):
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path)) + ": no readable DICOM series"):
         write_dicom_seg(case.label, case.affine, tmp_path, tmp_path / "seg.dcm")
     blanked = SHARED_DATA / "dicom_ct"  # the de-identified original: its SOP, series and study UIDs are empty
     with pytest.raises(UnreferenceableSeriesError, match=re.escape(str(blanked)) + r": \S+ lacks SOPClassUID, "):
@@ -230,3 +236,72 @@ def test_all_background_writes_nothing_and_warns(case: Case, tmp_path: Path, cap
         result = write_dicom_seg(np.zeros_like(case.label), case.affine, case.series_dir, tmp_path / "seg.dcm")
     assert result is None and not list(tmp_path.iterdir())
     assert str(case.series_dir) in caplog.text and "no structure" in caplog.text
+
+
+def test_the_seg_of_the_real_series_passes_the_dicom_validator(case: Case):
+    assert dciodvfy_errors(case.seg_path) == []
+
+
+def _organs(hu: np.ndarray) -> np.ndarray:
+    """A label map that follows the pixels: soft tissue 'liver', dense tissue 'kidney_left' (a coded laterality)."""
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[(hu > 20) & (hu <= 100)] = LABEL_VALUES["liver"]
+    labels[hu > 150] = LABEL_VALUES["kidney_left"]
+    return labels
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=[v.name for v in VARIANTS])
+def test_every_layout_gets_a_seg_whose_frames_are_its_instances(example_volume, tmp_path, variant: Variant):
+    """Each frame holds the segments of its own source instance at that instance's position, whatever the slice
+    order, orientation, patient position or SpacingBetweenSlices; and the validator finds no error."""
+    folder = tmp_path / variant.name
+    files = write_series(folder, example_volume, variant)
+    image = _load(folder)
+    seg_path = write_dicom_seg(_organs(image[0].numpy()), image.affine.numpy(), folder, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(seg_path)
+    sources = {ds.SOPInstanceUID: ds for ds in (pydicom.dcmread(f) for f in files)}
+    segments = [s.SegmentLabel for s in sorted(seg.SegmentSequence, key=lambda s: s.SegmentNumber)]
+    assert segments == ["liver", "kidney_left"]
+    pixels = seg.get_pixels_by_source_instance(list(sources), assert_missing_frames_are_empty=True)
+    for i, ds in enumerate(sources.values()):
+        expected = _organs(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+        for n, name in enumerate(segments):
+            assert np.array_equal(pixels[i, :, :, n], expected == LABEL_VALUES[name]), (ds.InstanceNumber, name)
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        uid = frame.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert np.allclose([float(v) for v in frame.PlanePositionSequence[0].ImagePositionPatient],
+                           [float(v) for v in sources[uid].ImagePositionPatient])  # fmt: skip
+    assert dciodvfy_errors(seg_path) == []
+
+
+def test_a_three_slice_series_with_an_empty_character_set(example_volume, tmp_path):
+    """An empty SpecificCharacterSet is legal (the default repertoire); highdicom refused it."""
+
+    def empty_character_set(k: int, ds: pydicom.Dataset) -> None:
+        ds.SpecificCharacterSet = ""
+
+    folder = tmp_path / "three"
+    files = write_series(folder, example_volume, Variant("three", edit=empty_character_set))
+    for path in files[3:]:
+        path.unlink()
+    assert pydicom.dcmread(files[0]).SpecificCharacterSet == ""
+    image = _load(folder)
+    seg_path = write_dicom_seg(_organs(image[0].numpy()), image.affine.numpy(), folder, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(seg_path)
+    assert seg.NumberOfFrames > 0 and "SpecificCharacterSet" not in seg
+    assert dciodvfy_errors(seg_path) == []
+
+
+def test_the_seg_gets_the_users_file_mode_and_is_never_left_partial(case: Case, tmp_path: Path, monkeypatch):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert case.seg_path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600: others may read it
+
+    def full_disk(self, filename, **kwargs):
+        Path(filename).write_bytes(b"\0" * 4096)  # a part written, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(hd.seg.Segmentation, "save_as", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_dicom_seg(case.label, case.affine, case.series_dir, tmp_path / "out" / "seg.dcm")
+    assert list((tmp_path / "out").iterdir()) == []

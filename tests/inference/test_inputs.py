@@ -128,3 +128,44 @@ def test_dicomdir_and_other_files_beside_a_series_are_named_in_a_warning(shared_
     with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
         assert find_scans(str(tmp_path)) == [{"image": str(tmp_path)}]
     assert "DICOMDIR" in caplog.text and "readme.txt" in caplog.text and "next to its series" in caplog.text
+
+
+def test_outputs_of_an_earlier_run_in_a_scan_folder_are_skipped_and_named(tmp_path, caplog):
+    scan = _nifti(tmp_path / "a.nii.gz")
+    for name in ("a_seg.nii.gz", "a_probabilities.nii.gz"):
+        _nifti(tmp_path / name)
+    (tmp_path / "series_seg.dcm").write_bytes(b"\0" * 128 + b"DICM")  # a DICOM SEG written next to its series folder
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert find_scans(str(tmp_path)) == [{"image": str(scan)}]
+    assert (f"{tmp_path}: skipping 3 outputs of an earlier inference run (not scans): a_probabilities.nii.gz, "
+            "a_seg.nii.gz, series_seg.dcm") in caplog.text  # fmt: skip
+    assert find_scans(str(tmp_path / "a_seg.nii.gz")) == [{"image": str(tmp_path / "a_seg.nii.gz")}]  # asked for
+
+
+def test_a_folder_holding_only_outputs_is_refused(tmp_path, caplog):
+    _nifti(tmp_path / "a_seg.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        with pytest.raises(ValueError, match="holds no NIfTI files"):
+            find_scans(str(tmp_path))
+    assert "skipping 1 outputs of an earlier inference run (not scans): a_seg.nii.gz" in caplog.text
+
+
+def test_a_dicom_seg_written_into_a_series_folder_is_refused_by_name(shared_data, tmp_path, caplog):
+    series = tmp_path / "abdomen"
+    series.mkdir()
+    files = sorted((shared_data / "dicom_ct").iterdir())
+    for f in files:
+        (series / f.name).symlink_to(f)
+    _nifti(series / "abdomen_seg.nii.gz")
+    seg = pydicom.dcmread(files[0])  # another series in the folder, as a SEG is
+    seg.SeriesInstanceUID, seg.SOPInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    seg.Modality = "SEG"
+    seg.save_as(series / "abdomen_seg.dcm")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        with pytest.raises(ValueError, match=f"^{series}: abdomen_seg.dcm is an output of an earlier inference run "
+                                             "written into this DICOM series folder"):  # fmt: skip
+            find_scans(str(series))
+    (series / "abdomen_seg.dcm").unlink()
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert find_scans(str(series)) == [{"image": str(series)}]
+    assert "skipping 1 outputs of an earlier inference run (not scans): abdomen_seg.nii.gz" in caplog.text

@@ -62,3 +62,14 @@ def test_errors_name_the_file_and_the_fix(tmp_path):
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pt is not a readable weights-only PyTorch checkpoint"):
         load_model(DualPathResNet3D(**TINY_NETWORK), str(tmp_path / "garbage.pt"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_weights_that_are_not_finite_are_refused_naming_the_tensor(tmp_path, value):
+    state = _trained().state_dict()
+    state["head.3.weight"].view(-1)[:2] = value
+    state["classifier.bias"][0] = value
+    torch.save(state, tmp_path / "diverged.pt")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'diverged.pt'}: weights head.3.weight hold 2 NaN or "
+                                         r"infinite values \(of 128\)"):  # fmt: skip
+        load_model(DualPathResNet3D(**TINY_NETWORK), str(tmp_path / "diverged.pt"))

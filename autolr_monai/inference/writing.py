@@ -1,0 +1,281 @@
+"""Writing the outputs of inference so that a run which could not write all of them never passes for complete.
+
+Each NIfTI output is written to a hidden temporary file next to its target, flushed to disk, read back and only
+then renamed into place (``SaveNiftid``); the DICOM SEG writer writes to a temporary file and renames it too
+(``write_dicom_seg``). A write that fails (a full disk, a folder gone read-only) fails its scan only
+(``ScanOutputs``): the evaluator goes on with the next scan, and at the end of the run ``WriteFailures`` raises one
+line naming every scan that failed. Before the first scan, ``ScanOutputs.check_outputs`` checks that the output
+folders can be written and that no output would overwrite an input.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from ignite.engine import Engine, Events
+from monai.config import DtypeLike, KeysCollection
+from monai.data import MetaTensor, NibabelWriter
+from monai.transforms import Compose, MapTransform
+from nibabel.filebasedimages import ImageFileError
+
+from .dicom_seg import SaveDicomSegd
+from .outputs import ScanFolderLayout
+
+logger = logging.getLogger("autolr_monai.inference")
+
+_READ_CHUNK = 1 << 24
+
+
+class OutputWriteError(OSError):
+    """An output file could not be written completely; the message names the file and why."""
+
+
+def _cannot_write(path: str | os.PathLike, error: OSError) -> OutputWriteError:
+    why = f"{error.strerror}, errno {error.errno}" if error.errno is not None and error.strerror else str(error)
+    return OutputWriteError(f"{path}: cannot write ({why})")
+
+
+def _source(data: Mapping[Hashable, torch.Tensor], image_key: str) -> str:
+    """The scan ``data`` was loaded from: its image's ``meta["filename_or_obj"]``."""
+    source = getattr(data[image_key], "meta", {}).get("filename_or_obj")
+    if source is None:
+        raise ValueError(f"{image_key!r} has no meta['filename_or_obj']: writing outputs needs the MetaTensor that "
+                         "the loader made, to name them after the scan")  # fmt: skip
+    return str(source)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_reads_back(written: Path, target: Path, spatial_shape: tuple[int, ...]) -> None:
+    """Raise ``OutputWriteError`` naming ``target`` unless ``written`` reads back as a NIfTI of ``spatial_shape``
+    holding every byte of data its header announces (for ``.gz``, a gzip stream that ends where it should)."""
+    try:
+        image = nib.load(written)
+        expected = int(image.header.get_data_offset()) + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
+        size = 0
+        with (gzip.open if written.name.endswith(".gz") else open)(written, "rb") as f:
+            while chunk := f.read(_READ_CHUNK):
+                size += len(chunk)
+    except (OSError, EOFError, ValueError, ImageFileError) as e:
+        raise OutputWriteError(f"{target}: cannot write (the file written does not read back: {e})") from e
+    if size < expected or tuple(image.shape[: len(spatial_shape)]) != spatial_shape:
+        raise OutputWriteError(f"{target}: cannot write (the file written does not read back as written: shape "
+                               f"{image.shape} and {size} bytes, expected shape {spatial_shape} and {expected} "
+                               "bytes)")  # fmt: skip
+
+
+class SaveNiftid(MapTransform):
+    """Write each key's image (channel first, on its scan's grid) as NIfTI to ``folder_layout``'s file for the
+    scan, completely or not at all.
+
+    Instead of MONAI's ``SaveImaged``: its ``SaveImage`` catches any error of a writer, a full disk included, logs
+    "unable to write" and tries the next writer registered for the extension (ITK after nibabel for ``.nii.gz``),
+    which can leave a truncated file and report success; when every writer fails it raises a ``RuntimeError``
+    without the ``OSError`` and its errno. Here MONAI's ``NibabelWriter`` writes as ``SaveImage`` would (channel
+    first, end dimensions of size 1 squeezed, no resampling) to a hidden temporary file next to the target, which
+    is flushed to disk, read back (``_check_reads_back``) and only then renamed over the target (``os.replace``,
+    atomic: a reader sees the earlier file or the new one). On failure the temporary file is removed and
+    ``OutputWriteError`` names the target and the errno. Returns the data unchanged.
+
+    Args:
+        keys: the images to write, one file each: ``folder_layout`` names files after the scan, so use one key per
+            transform.
+        folder_layout: the output file of each scan, ``data[image_key].meta["filename_or_obj"]``.
+        output_dtype: the data type of the file.
+        image_key: the loaded scan.
+    """
+
+    def __init__(self, keys: KeysCollection, folder_layout: ScanFolderLayout, output_dtype: DtypeLike = np.float32,
+                 image_key: str = "image", allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, allow_missing_keys)
+        self.layout, self.output_dtype, self.image_key = folder_layout, output_dtype, image_key
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        source = _source(d, self.image_key)
+        for key in self.key_iterator(d):
+            if not isinstance(d[key], MetaTensor):
+                raise ValueError(f"{key!r} for {source}: expected a MetaTensor (its affine places the image), got "
+                                 f"{type(d[key]).__name__}")  # fmt: skip
+            self.write(d[key], source)
+        return d
+
+    def write(self, image: MetaTensor, source: str) -> Path:
+        """Write ``image`` as the output of scan ``source``; return the file."""
+        target = self.layout.path(source)
+        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{self.layout.extension}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            writer = NibabelWriter(output_dtype=self.output_dtype)
+            writer.set_data_array(image, channel_dim=0, squeeze_end_dims=True)
+            writer.set_metadata(image.meta, resample=False)
+            writer.write(temporary)
+            _fsync(temporary)
+            _check_reads_back(temporary, target, tuple(image.shape[1:]))
+            os.replace(temporary, target)
+        except BaseException as e:
+            temporary.unlink(missing_ok=True)
+            if isinstance(e, OSError) and not isinstance(e, OutputWriteError):
+                raise _cannot_write(target, e) from e
+            raise
+        return target
+
+
+class WriteFailures:
+    """The scans of an inference run whose outputs could not all be written, and the Ignite handler that fails the
+    run for them: attached to the evaluator (its ``val_handlers``), it raises ``OutputWriteError`` at
+    ``Events.COMPLETED`` with one line naming them, so that such a run never exits 0. ``ScanOutputs`` records each
+    scan here; the record starts afresh at ``Events.STARTED``."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, str] = {}
+        self.scans = 0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    def started(self, engine: Engine | None = None) -> None:
+        self.failed.clear()
+        self.scans = 0
+
+    def record(self, scan: str, failure: str | None = None) -> None:
+        """Count ``scan``, written completely or, with ``failure`` (why not, logged at once), not."""
+        self.scans += 1
+        if failure is not None:
+            self.failed[scan] = failure
+            logger.error("%s: %s; its remaining outputs are not written, going on with the next scan", scan, failure)
+
+    def completed(self, engine: Engine | None = None) -> None:
+        """Raise ``OutputWriteError`` naming the scans that failed (the first 5), if any."""
+        if self.failed:
+            listed = "; ".join(f"{scan} ({why})" for scan, why in list(self.failed.items())[:5])
+            more = f"; and {len(self.failed) - 5} more (see the log)" if len(self.failed) > 5 else ""
+            raise OutputWriteError(f"{len(self.failed)} of {self.scans} scans could not be written completely: "
+                                   f"{listed}{more}")  # fmt: skip
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The ``OSError`` that ``error`` is or was raised from (``Compose`` raises a ``RuntimeError`` from it)."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__
+    return error
+
+
+def _layout(transform: Callable) -> ScanFolderLayout | None:
+    """The output files of ``SaveNiftid`` and ``SaveDicomSegd``."""
+    return transform.layout if isinstance(transform, (SaveNiftid, SaveDicomSegd)) else None
+
+
+def check_output_dir(folder: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``folder`` unless it is a folder that files can be written into, or can be
+    created: found before the first scan rather than when its first output is written. Creates nothing: a probe
+    folder is made and removed in ``folder``, or in its nearest existing parent when it is still to be created."""
+    path = Path(folder).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"output_dir {path} is a file, not a folder: pass --output_dir with a folder (one that does "
+                         "not exist yet is created)")  # fmt: skip
+    existing = path
+    while not os.path.lexists(existing):
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output_dir {path} cannot be created: {existing} is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".autolr-write-check-", dir=existing))
+    except OSError as e:
+        where = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise ValueError(f"output_dir {path} {where} ({e.strerror}, errno {e.errno})") from None
+
+
+class ScanOutputs(Compose):
+    """``Compose`` for the post-processing of one scan, up to its output files, that fails only that scan when one
+    of them cannot be written.
+
+    An ``OSError`` from one of ``transforms`` (``SaveNiftid``, ``SaveDicomSegd`` or any other writer: a full disk,
+    a folder gone read-only) ends the scan's post-processing, its remaining transforms not run, and is recorded in
+    ``failures`` with the scan and the file; the evaluator goes on with the next scan, and ``failures`` (attached to
+    it) fails the run at its end. Without ``failures``, and for any other error, errors propagate as in
+    ``Compose``.
+
+    Args:
+        transforms: as for ``Compose``; they run on one scan's data dict.
+        failures: the record of write failures, shared with the evaluator's handlers.
+        image_key: the loaded scan, whose ``meta["filename_or_obj"]`` names it.
+        kwargs: further arguments of ``Compose``.
+    """
+
+    def __init__(self, transforms: Sequence[Callable] | Callable | None = None, failures: WriteFailures | None = None,
+                 image_key: str = "image", **kwargs) -> None:  # fmt: skip
+        super().__init__(transforms, **kwargs)
+        self.failures, self.image_key = failures, image_key
+
+    def __call__(self, input_: Mapping[Hashable, torch.Tensor], start: int = 0, end: int | None = None,
+                 threading: bool = False, lazy: bool | None = None) -> Mapping[Hashable, torch.Tensor]:  # fmt: skip
+        if self.failures is None:
+            return super().__call__(input_, start, end, threading, lazy)
+        scan, data = _source(input_, self.image_key), input_
+        for index in range(start, len(self.transforms) if end is None else end):
+            try:
+                data = super().__call__(data, index, index + 1, threading, lazy)
+            except Exception as e:
+                error = _os_error(e)
+                if error is None:
+                    raise
+                if not isinstance(error, OutputWriteError):
+                    layout = _layout(self.transforms[index])
+                    error = _cannot_write(layout.path(scan) if layout else error.filename or "an output", error)
+                self.failures.record(scan, str(error))
+                return data
+        self.failures.record(scan)
+        return data
+
+    def outputs(self, scan: str) -> list[tuple[ScanFolderLayout, Path]]:
+        """The files the transforms write for ``scan`` (a DICOM SEG for series folders only), with their layouts."""
+        return [(layout, layout.path(scan)) for t in self.transforms if (layout := _layout(t)) is not None
+                and (os.path.isdir(scan) or not isinstance(t, SaveDicomSegd))]  # fmt: skip
+
+    def check_outputs(self, scans: Sequence[Mapping[str, str]], key: str = "image") -> None:
+        """Check before the first scan what the transforms will write for ``scans``: raise ``ValueError`` when an
+        output folder cannot be written (``check_output_dir``), or naming both files when an output would
+        overwrite an input scan, be written into an input DICOM series folder or be written twice; log a warning
+        naming the outputs of an earlier run that will be replaced."""
+        for folder in dict.fromkeys(layout.output_dir for t in self.transforms if (layout := _layout(t)) is not None):
+            check_output_dir(folder)
+        inputs = {os.path.realpath(s[key]): s[key] for s in scans}
+        series = [(real + os.sep, scan) for real, scan in inputs.items() if os.path.isdir(real)]
+        written: dict[str, str] = {}
+        replaced: dict[Path, list[str]] = {}
+        for scan in (s[key] for s in scans):
+            for layout, target in self.outputs(scan):
+                real = os.path.realpath(target)
+                if real in inputs:
+                    raise ValueError(f"{target} would overwrite the input scan {inputs[real]}: pass an --output_dir "
+                                     "outside the input folder")  # fmt: skip
+                folder = next((s for prefix, s in series if real.startswith(prefix)), None)
+                if folder is not None:
+                    raise ValueError(f"{target} would be written into the input DICOM series folder {folder}: pass "
+                                     "an --output_dir outside it")  # fmt: skip
+                if real in written:
+                    raise ValueError(f"{target} would be written twice, for {written[real]} and {scan}: give each "
+                                     "output a postfix of its own")  # fmt: skip
+                written[real] = scan
+                if target.exists():
+                    replaced.setdefault(layout.output_dir, []).append(str(target.relative_to(layout.output_dir)))
+        for folder, names in replaced.items():
+            logger.warning("%s: replacing %d files of an earlier run: %s", folder, len(names),
+                           ", ".join(sorted(names)[:10]) + (" ..." if len(names) > 10 else ""))  # fmt: skip
