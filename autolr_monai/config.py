@@ -137,6 +137,12 @@ TRAINING: dict[str, Rule] = {
 }  # fmt: skip
 
 
+#: The inference settings of ``inference.json`` and what each must be (``check_inference_settings``).
+INFERENCE: dict[str, Rule] = {
+    "inference_tile": TRAINING["inference_tile"], "tiles_per_batch": POSITIVE_INT, "num_workers": NON_NEGATIVE_INT,
+}  # fmt: skip
+
+
 def _check(values: Mapping[str, object], rules: Mapping[str, Rule]) -> None:
     for key, (expected, valid) in rules.items():
         if not valid(values[key]):
@@ -148,6 +154,53 @@ def check_preprocessing(spacing: object, hu_window: object, hu_scale: object) ->
     keeps the scan's spacing; a reversed window inverts the intensities), naming the setting, the value and what
     was expected. For every config that preprocesses scans (training, evaluation, inference)."""
     _check({"spacing": spacing, "hu_window": hu_window, "hu_scale": hu_scale}, PREPROCESSING)
+
+
+def check_inference_settings(inference_tile: object, tiles_per_batch: object, num_workers: object,
+                             device: object) -> None:  # fmt: skip
+    """Refuse inference settings of the wrong type or range (``INFERENCE``: a tile of 16.5 voxels would run as 16,
+    a worker count of -1 fails inside the DataLoader) and a device this machine does not have, before the model
+    is loaded, naming the setting, the value and what was expected."""
+    import torch
+
+    _check({"inference_tile": inference_tile, "tiles_per_batch": tiles_per_batch, "num_workers": num_workers}, INFERENCE)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:<index>', got {device!r} ({e})") from None
+    if chosen.type == "cuda" and not (torch.cuda.is_available() and (chosen.index or 0) < torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA GPU(s)" if torch.cuda.is_available() else "no CUDA GPU"
+        raise ValueError(f"device: {device!r} was asked for, but this machine has {found} (torch {torch.__version__}); "
+                         "pass --device cpu, or leave the default to pick a GPU when there is one")  # fmt: skip
+
+
+def check_top_level_keys(parser=None, reference_dir: str | None = None) -> None:
+    """Refuse a top-level setting that no config of the bundle declares and nothing refers to: MONAI adds any id
+    it is given, so ``--max_epoch 2`` or ``--largest_componet false`` would be ignored without a word. Declared are
+    the top-level keys of the JSON files in ``reference_dir`` (default: the bundle's ``configs/``), MONAI's own
+    (``_meta_``, keys starting with ``_``) and any key that another setting refers to (``@key``) in the config
+    being run; ``parser`` is that config's (default: ``current_parser()``)."""
+    import glob
+    import json
+    import re
+
+    from .paths import bundle_root
+
+    parser = parser or current_parser()
+    reference_dir = reference_dir or os.path.join(bundle_root(), "configs")
+    declared: set[str] = set()
+    for name in glob.glob(os.path.join(reference_dir, "*.json")):
+        with open(name) as f:
+            content = json.load(f)
+        declared |= {key.lstrip("+") for key in content} if isinstance(content, dict) else set()
+    config = parser.get()
+    referred = set(re.findall(r"@([A-Za-z_]\w*)", json.dumps(config, default=str)))
+    unknown = sorted(k for k in config if not k.startswith("_") and k not in declared | referred)
+    if unknown:
+        hints = [f"{k!r} (did you mean {', '.join(map(repr, close))}?)" if (close := difflib.get_close_matches(k, declared, 2)) else repr(k)
+                 for k in unknown]  # fmt: skip
+        raise ValueError(f"unknown setting {', '.join(hints)}: no config of the bundle ({reference_dir}) declares it, "
+                         "so it would change nothing")  # fmt: skip
 
 
 def check_training_settings(parser) -> None:
@@ -209,7 +262,7 @@ def short_errors() -> None:
         while error is not None and id(error) not in seen:
             seen.add(id(error))
             chain.append(error)
-            error = error.__cause__ or error.__context__
+            error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)  # "from None"
         interrupt = next((e for e in chain if isinstance(e, KeyboardInterrupt)), None)
         if interrupt is not None:
             print(f"\n{str(interrupt) or 'interrupted'}", file=sys.stderr)

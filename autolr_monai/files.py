@@ -1,11 +1,13 @@
-"""Small file helpers shared by the training records."""
+"""Small file helpers: records and outputs written completely or not at all."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-from collections.abc import Mapping
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -20,21 +22,32 @@ def json_value(value):
     return value
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, flushed to disk, and a rename, so readers never see a
-    partial file; on failure (``OSError``, e.g. a full disk) the earlier file at ``path`` is left as it was."""
+@contextmanager
+def replaced_atomically(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A hidden temporary file next to ``path`` (ending in ``suffix``, for writers that go by the extension), to
+    write and check in the ``with`` block; when the block ends without error, the file is flushed to disk and
+    renamed over ``path`` (``os.replace``: a reader sees the earlier file or the new one, never a partial one); on
+    any error it is removed and the error propagates. Created with the user's umask (``mkstemp`` would make it
+    0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}")
     try:
-        with open(partial, "w", newline="") as f:  # the text as given: CSV rows keep their own line ends
-            f.write(text)
-            f.flush()
+        yield partial
+        with open(partial, "rb") as f:
             os.fsync(f.fileno())
         os.replace(partial, path)
     except BaseException:
-        partial.unlink(missing_ok=True)  # a full disk leaves neither a partial file nor a broken target
+        partial.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` completely or not at all (``replaced_atomically``); on failure (``OSError``, e.g.
+    a full disk) the earlier file at ``path`` is left as it was."""
+    with replaced_atomically(path) as partial:
+        with open(partial, "w", newline="") as f:  # the text as given: CSV rows keep their own line ends
+            f.write(text)
 
 
 def write_json_atomic(path: str | os.PathLike, record) -> None:

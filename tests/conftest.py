@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,9 +63,27 @@ def copy_series_with_uids(source: Path, target: Path) -> str:
 
 @pytest.fixture(scope="session")
 def example_volume():
-    """A crop of the real DICOM series (``tests.dicom_series``), to write as series of every layout."""
-    if not (SHARED_DATA / "dicom_ct").is_dir():
-        pytest.skip(f"real CT DICOM series not found at {SHARED_DATA / 'dicom_ct'} (set AUTOLR_SHARED_DATA)")
-    from tests.dicom_series import load_example
+    """A crop of the real DICOM series (``tests.dicom_series``), to write as series of every layout; where the real
+    series is absent, a synthetic volume on the same grid, so that the DICOM geometry is tested everywhere."""
+    from tests.dicom_series import load_example, synthetic_example
 
-    return load_example(SHARED_DATA / "dicom_ct")
+    if (SHARED_DATA / "dicom_ct").is_dir():
+        return load_example(SHARED_DATA / "dicom_ct")
+    warnings.warn(f"real CT DICOM series not found at {SHARED_DATA / 'dicom_ct'}: the DICOM layout tests use a "
+                  "synthetic volume (set AUTOLR_SHARED_DATA for the real one)")  # fmt: skip
+    return synthetic_example()
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, options: str) -> Iterator[Path]:
+    """A 64 KiB tmpfs mounted on ``folder`` with ``options`` (e.g. "ro") for the block; skips the test, saying
+    why, where mounting is not allowed (root without CAP_SYS_ADMIN, a container)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},size=64k".lstrip(","), "tmpfs", str(folder)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -1,4 +1,5 @@
-"""DICOM series as clinics write them, built from the real example series: other slice orders, orientations,
+"""DICOM series as clinics write them, built from the real example series (or, where it is not at hand, a
+synthetic volume on the same grid): other slice orders, orientations,
 patient positions, SpacingBetweenSlices conventions and file names, all holding the same voxels at the same
 places in the patient, so that every reading of them can be checked against the one truth.
 
@@ -53,6 +54,37 @@ def load_example(series: Path) -> ExampleVolume:
     affine[:3, 3] += CROP[0].start * affine[:3, 0] + CROP[1].start * affine[:3, 1]
     template = pydicom.dcmread(series / sorted(p.name for p in series.iterdir())[0], stop_before_pixels=True)
     return ExampleVolume(np.ascontiguousarray(stored), affine, template)
+
+
+def synthetic_example() -> ExampleVolume:
+    """A volume like the crop of the real series, where that is not at hand: the same grid (64 x 48 x 20 voxels of
+    0.9765625 x 0.9765625 x 2 mm at the same place) holding air, fat, soft tissue, a vessel, gas and bone, and a
+    CT header of our own; with CT-like noise."""
+    x, y, z = np.meshgrid(np.arange(64), np.arange(48), np.arange(20), indexing="ij")
+    hu = np.full(x.shape, -1000.0)
+    hu[((x - 32) / 30) ** 2 + ((y - 26) / 21) ** 2 < 1] = -100  # fat
+    hu[((x - 32) / 24) ** 2 + ((y - 26) / 16) ** 2 < 1] = 40  # soft tissue
+    hu[(x - 40) ** 2 + (y - 18) ** 2 < 25] = 200  # a contrast-filled vessel
+    hu[(x - 22) ** 2 + (y - 30) ** 2 + (z - 12) ** 2 < 16] = -900  # gas
+    hu[((x - 32) ** 2 + (y - 34) ** 2 < 49) & (z % 10 < 8)] = 700  # vertebrae
+    affine = np.diag([0.9765625, 0.9765625, 2.0, 1.0])
+    affine[:3, 3] = [-249.51171875 + 216 * 0.9765625, -437.51171875 + 296 * 0.9765625, -804.5]
+    template = pydicom.Dataset()
+    template.file_meta = pydicom.dataset.FileMetaDataset()
+    template.file_meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    template.SpecificCharacterSet = "ISO_IR 100"
+    template.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    template.Modality, template.Manufacturer, template.BodyPartExamined = "CT", "autolr-monai tests", "ABDOMEN"
+    template.PatientName, template.PatientID, template.PatientBirthDate, template.PatientSex = "Synthetic", "S1", "", "O"
+    template.StudyDate, template.StudyTime, template.StudyID, template.AccessionNumber = "20260101", "120000", "1", ""
+    template.ReferringPhysicianName, template.SeriesNumber, template.AcquisitionNumber = "", 1, 1
+    template.PositionReferenceIndicator, template.KVP = "", 120
+    template.SamplesPerPixel, template.PhotometricInterpretation = 1, "MONOCHROME2"
+    template.BitsAllocated, template.BitsStored, template.HighBit, template.PixelRepresentation = 16, 12, 11, 0
+    template.RescaleIntercept, template.RescaleSlope, template.RescaleType = -1024, 1, "HU"
+    hu += np.random.default_rng(0).normal(0, 30, hu.shape)  # CT noise
+    stored = np.clip(np.round(hu + 1024), 0, 4095).astype(np.uint16)
+    return ExampleVolume(stored, affine, template)
 
 
 @dataclass(frozen=True)

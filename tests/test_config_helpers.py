@@ -1,3 +1,7 @@
+"""Config helpers: boolean flags, unknown keys, settings checks and the short error messages."""
+
+import re
+
 import pytest
 
 from autolr_monai.config import flag
@@ -87,6 +91,25 @@ def test_short_errors_end_with_a_failed_system_call_or_the_interrupt(short, caps
     _report(KeyboardInterrupt(), wrap=False)
     assert capsys.readouterr().err.strip() == "interrupted"
     assert not short
+
+
+def test_short_errors_print_our_message_not_the_system_error_it_replaced(short, capsys, tmp_path, monkeypatch):
+    """``raise ValueError(...) from None`` inside ``except OSError``: our prepared message is the last line, not
+    the OSError it deliberately hid (a read-only output folder printed the raw OSError)."""
+    import tempfile
+
+    from autolr_monai.inference import check_output_dir
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / ".autolr-write-check-x"))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+    try:
+        check_output_dir(tmp_path)
+    except ValueError as ours:
+        _report(ours)
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"ValueError: output_dir {tmp_path} is not writable (Read-only file system, errno 30)")
 
 
 def _bundle_parser(*overlays: str, **overrides):
@@ -186,3 +209,30 @@ def test_training_checks_run_when_the_workflow_starts(tiny_datalist, tmp_path):
         workflow.initialize()
     assert "autolr#period: expected a positive integer, got 1.5" in str(error.value.__cause__)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_misspelled_top_level_setting_is_refused_with_a_hint():
+    """MONAI adds any id it is given: ``--max_epoch 2`` trained the default number of epochs without a word."""
+    from autolr_monai.config import check_top_level_keys
+
+    check_top_level_keys(_bundle_parser("demo.json"))  # the bundle's own settings pass
+    with pytest.raises(ValueError, match=r"^unknown setting 'max_epoch' \(did you mean 'max_epochs'"):
+        check_top_level_keys(_bundle_parser("demo.json", max_epoch=2))
+    check_top_level_keys(_bundle_parser(my_window=[-200, 300], hu_window="@my_window"))  # a key referred to is used
+
+
+@pytest.mark.parametrize("settings,message", [
+    ({"inference_tile": 16.5}, "inference_tile: expected a positive integer or 3 of them (voxels), got 16.5"),
+    ({"inference_tile": 0}, "inference_tile: expected a positive integer or 3 of them (voxels), got 0"),
+    ({"tiles_per_batch": 1.5}, "tiles_per_batch: expected a positive integer, got 1.5"),
+    ({"num_workers": -1}, "num_workers: expected an integer >= 0, got -1"),
+    ({"device": "gpu"}, "device: expected 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"),
+    ({"device": "cuda:7"}, "device: 'cuda:7' was asked for, but this machine has"),
+], ids=["fractional-tile", "zero-tile", "fractional-batch", "negative-workers", "unknown-device", "missing-gpu"])  # fmt: skip
+def test_inference_settings_are_checked_before_the_model_is_loaded(settings, message):
+    from autolr_monai.config import check_inference_settings
+
+    values = {"inference_tile": 40, "tiles_per_batch": 1, "num_workers": 0, "device": "cpu"}
+    check_inference_settings(**values)
+    with pytest.raises(ValueError, match="^" + re.escape(message)):
+        check_inference_settings(**{**values, **settings})

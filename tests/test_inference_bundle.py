@@ -18,7 +18,7 @@ import torch
 from monai.transforms import LoadImage
 
 from autolr_monai.networks import DualPathResNet3D
-from tests.conftest import REPO, TINY_NETWORK, copy_series_with_uids
+from tests.conftest import REPO, TINY_NETWORK, copy_series_with_uids, mounted_tmpfs
 from tests.dicom_series import dciodvfy_errors
 
 INFERENCE = REPO / "bundle" / "configs" / "inference.json"
@@ -194,19 +194,12 @@ def test_a_dicom_seg_that_cannot_be_written_fails_that_series_only(shared_data, 
 @pytest.fixture
 def tiny_disk(tmp_path) -> Path:
     """A 64 KiB tmpfs, full (a folder can still be made in it)."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "") as disk:
         with open(disk / "filler", "wb", buffering=0) as f:
             with pytest.raises(OSError, match="No space left on device"):
                 while True:
                     f.write(bytes(4096))
         yield disk
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_a_real_full_disk_fails_the_run_and_leaves_no_partial_file(phantom_scan, tmp_path, checkpoint, tiny_disk):
@@ -221,7 +214,7 @@ def test_an_output_dir_in_the_input_folder_skips_earlier_outputs_and_never_overw
 ):
     """A second run segmented the first run's label map (ct_seg_seg.nii.gz)."""
     scans = _scan_folder(tmp_path / "scans", phantom_scan, "ct.nii.gz")
-    shutil.copy(phantom_scan, scans / "ct_seg.nii.gz")  # as the first run wrote it
+    _ok(infer(tmp_path, scans, checkpoint, output_dir=str(scans)))
     again = infer(tmp_path, scans, checkpoint, output_dir=str(scans))
     _ok(again)
     log = again.stdout + again.stderr
@@ -235,16 +228,46 @@ def test_an_output_dir_in_the_input_folder_skips_earlier_outputs_and_never_overw
     _errors_in_one_line(refused, f"{scans / 'ct_seg.nii.gz'} would overwrite the input scan {scans / 'ct_seg.nii.gz'}")
 
 
+def test_a_users_label_map_named_as_an_output_is_never_replaced(phantom_scan, tmp_path, checkpoint):
+    """``case1/ct_seg.nii.gz``, the user's ground truth (BraTS naming), was skipped as an earlier run's output and
+    replaced by the prediction, exit 0."""
+    case = _scan_folder(tmp_path / "case1", phantom_scan, "ct.nii.gz")
+    shutil.copy(phantom_scan, case / "ct_seg.nii.gz")
+    before = (case / "ct_seg.nii.gz").read_bytes()
+    result = infer(tmp_path, case, checkpoint, output_dir=str(case))
+    _errors_in_one_line(result, f"{case / 'ct.nii.gz'}: its output would overwrite {case / 'ct_seg.nii.gz'}, which "
+                                "autolr-monai did not write (your own label map?): pass an --output_dir elsewhere")
+    assert "Engine run" not in result.stdout + result.stderr  # not started
+    assert _files(case) == ["ct.nii.gz", "ct_seg.nii.gz"] and (case / "ct_seg.nii.gz").read_bytes() == before
+
+
+def test_an_output_dir_inside_the_input_folder_is_skipped_on_the_next_run(shared_data, phantom_scan, tmp_path,
+                                                                         checkpoint):  # fmt: skip
+    """The second run took ``mixg/out``, which holds a DICOM SEG, for a DICOM series and failed."""
+    scans = _scan_folder(tmp_path / "mixg", phantom_scan, "a.nii.gz")
+    copy_series_with_uids(shared_data / "dicom_ct", scans / "s1")
+    _ok(infer(tmp_path, scans, checkpoint, output_dir=str(scans / "out")))
+    assert _files(scans / "out") == ["a_seg.nii.gz", "s1_seg.dcm", "s1_seg.nii.gz"]
+    again = infer(tmp_path, scans, checkpoint, output_dir=str(scans / "out"))
+    _ok(again)
+    log = again.stdout + again.stderr
+    assert f"{scans}: skipping 1 outputs of an earlier inference run (not scans): out/" in log
+    assert f"{scans / 'out'}: replacing 3 files of an earlier run: a_seg.nii.gz, s1_seg.dcm, s1_seg.nii.gz" in log
+
+
 @pytest.mark.parametrize("output_dir,message", [("file", "output_dir {} is a file, not a folder"),
-                                                ("file/out", "output_dir {} cannot be created: ")],
-                         ids=["a-file", "under-a-file"])  # fmt: skip
+                                                ("file/out", "output_dir {} cannot be created: "),
+                                                ("", "output_dir is empty: pass --output_dir with a folder")],
+                         ids=["a-file", "under-a-file", "empty"])  # fmt: skip
 def test_an_output_dir_that_cannot_be_written_stops_before_the_first_scan(phantom_scan, tmp_path, checkpoint,
                                                                           output_dir, message):  # fmt: skip
+    """``--output_dir ""`` wrote into the current folder."""
     (tmp_path / "file").write_text("not a folder")
-    result = infer(tmp_path, phantom_scan, checkpoint, output_dir=str(tmp_path / output_dir))
+    result = infer(tmp_path, phantom_scan, checkpoint, output_dir=output_dir and str(tmp_path / output_dir))
     _errors_in_one_line(result, message.format(tmp_path / output_dir))
     assert "Engine run" not in result.stdout + result.stderr  # not started
     assert (tmp_path / "file").read_text() == "not a folder"
+    assert _files(tmp_path) == ["file"]  # nothing written in the current folder either
 
 
 def test_weights_that_are_not_finite_stop_before_the_first_scan(phantom_scan, tmp_path):
@@ -274,4 +297,11 @@ def test_a_spacing_that_monai_would_take_as_keep_is_refused(phantom_scan, tmp_pa
     """Spacingd keeps the scan's own spacing on an axis <= 0: the network would see another resolution."""
     result = infer(tmp_path, phantom_scan, checkpoint, spacing=[0, 6, 8])
     _errors_in_one_line(result, "spacing: expected 3 voxel sizes > 0 in mm", "[0, 6, 8]")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelled_setting_is_refused_not_ignored(phantom_scan, tmp_path, checkpoint):
+    """``--largest_componet false`` left the filter on, exit 0."""
+    result = infer(tmp_path, phantom_scan, checkpoint, largest_componet="false")
+    _errors_in_one_line(result, "unknown setting 'largest_componet' (did you mean 'largest_component'")
     assert not (tmp_path / "out").exists()

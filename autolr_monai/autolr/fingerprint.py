@@ -39,7 +39,8 @@ def file_identity(path: str | os.PathLike, root: Path) -> dict:
     """``path`` (below ``root`` if it is there), its size and a digest of its ends; for a DICOM series folder, its
     files' names and sizes."""
     path = Path(path)
-    name = os.path.relpath(path, root) if path.resolve().is_relative_to(root) else str(path)
+    real = path.resolve()  # one name for the file, whichever symlink the datalist reaches it through
+    name = os.path.relpath(real, root) if real.is_relative_to(root) else str(path)
     digest = hashlib.sha256()
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -107,6 +108,8 @@ def _file_change(where: str, old: Mapping, new: Mapping) -> str | None:
 def fingerprint_differences(saved: Mapping, current: Mapping) -> list[str]:
     """What differs between two fingerprints, one line each ("training[3].image changed: a.nii.gz -> b.nii.gz")."""
     found = []
+    if not all(isinstance(saved.get(k), (list, dict)) for k in ("training", "labels", "settings")):
+        return [f"the checkpoint's record of its training data and settings is unreadable ({sorted(saved)})"]
     old, new = saved["training"], current["training"]
     if len(old) != len(new):
         found.append(f"the training list has {len(new)} cases, the checkpoint's had {len(old)}")

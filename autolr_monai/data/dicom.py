@@ -20,6 +20,8 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from .grids import LPS_TO_RAS
+
 logger = logging.getLogger("autolr_monai.data")
 
 #: How far the direction cosines of two slices may differ and still be one orientation (DS values carry 16
@@ -27,9 +29,9 @@ logger = logging.getLogger("autolr_monai.data")
 ORIENTATION_TOLERANCE = 1e-4
 #: Two slices closer than this along the slice normal are one position (a duplicated slice).
 POSITION_TOLERANCE_MM = 1e-2
-#: A slice may lie this share of the slice step off the regular grid through the first and last slice. Rounded
-#: positions stay far below (0.625 mm slices at 0.1 mm rounding: 0.05 mm = 8%, hence not tighter); a series with
-#: steps of 3 mm and 4.4 mm is far above.
+#: A slice may lie this share of the slice step off the regular grid fitted to all positions (least squares).
+#: Rounded positions stay below (0.625 mm slices at 0.1 mm rounding: at most 0.05 mm = 8%, hence not tighter); a
+#: series with steps of 3 mm and 4.4 mm is far above.
 SPACING_TOLERANCE = 0.1
 #: The in-plane drift of the slice positions over the series may reach this share of the pixel spacing before the
 #: series counts as sheared (gantry tilt); beyond it every slice would be displaced in the stacked volume.
@@ -37,8 +39,9 @@ TILT_TOLERANCE = 0.1
 #: Steps longer than this multiple of the median step are a gap: slices are missing.
 GAP_FACTOR = 1.5
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
+#: What GDCM's series rule (``SetUseSeriesDetails`` plus the series date, as MONAI's ``ITKReader``) tells series
+#: apart by, besides their SeriesInstanceUID.
+_SERIES_DETAILS = ("SeriesNumber", "SequenceName", "SliceThickness", "Rows", "Columns", "SeriesDate")
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -73,7 +76,7 @@ class SeriesGeometry:
     @property
     def ras_affine(self) -> np.ndarray:
         """The voxel-to-world affine in MONAI's and NIfTI's RAS convention."""
-        return _LPS_TO_RAS @ self.lps_affine
+        return LPS_TO_RAS @ self.lps_affine
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -102,13 +105,41 @@ def _series_files(folder: Path) -> list[Path]:
     if not series:
         raise ValueError(f"{folder}: no readable DICOM series in this folder")
     if len(series) > 1:
-        parts = []
-        for uid in series:
-            files = list(names.GetFileNames(uid))
-            parts.append(f"{uid} ({len(files)} files, {describe(_header(Path(files[0])))})")
-        raise ValueError(f"{folder} holds {len(series)} DICOM series: {', '.join(parts)}; put each series in a folder "
-                         "of its own")  # fmt: skip
+        parts = [[Path(f) for f in names.GetFileNames(uid)] for uid in series]
+        firsts = [_header(files[0]) for files in parts]
+        uids = {str(ds.get("SeriesInstanceUID") or "") for ds in firsts}
+        if len(uids) == 1:  # GDCM split one series by the details of its slices
+            differ = [t for t in _SERIES_DETAILS if len({str(ds.get(t)) for ds in firsts}) > 1]
+            kinds = "; ".join(f"{len(files)} like {files[0].name} with " + ", ".join(f"{t} {ds.get(t)}" for t in differ)
+                              for files, ds in zip(parts, firsts))  # fmt: skip
+            raise ValueError(f"{folder}: the slices of one series (SeriesInstanceUID {uids.pop() or 'empty'}) differ "
+                             f"in {', '.join(differ)}: {kinds}; expected every slice alike")  # fmt: skip
+        listed = ", ".join(f"{uid} ({len(files)} files, {describe(ds)})" for uid, files, ds in zip(series, parts, firsts))
+        raise ValueError(f"{folder} holds {len(series)} DICOM series: {listed}; put each series in a folder of its "
+                         "own")  # fmt: skip
+    _check_nothing_dropped(folder, {Path(f).resolve() for uid in series for f in names.GetFileNames(uid)})
     return [Path(name) for name in names.GetFileNames(series[0])]
+
+
+def _check_nothing_dropped(folder: Path, listed: set[Path]) -> None:
+    """GDCM leaves out the files it cannot parse (a truncated copy of the first or last slice goes unnoticed, as
+    no gap shows): refuse a DICOM image file of ``folder`` that is in no series, naming it; warn about objects
+    without pixels (a report, a key object), which belong to no image series."""
+    damaged, ignored = [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if not is_dicom_file(path) or path.resolve() in listed:
+            continue
+        try:
+            ds = pydicom.dcmread(path)
+            (ignored if "PixelData" not in ds else damaged).append(path.name)
+        except (InvalidDicomError, EOFError, OSError, ValueError):
+            damaged.append(path.name)
+    if damaged:
+        raise ValueError(f"{folder}: {', '.join(damaged[:5])}{' ...' if len(damaged) > 5 else ''} cannot be read as "
+                         "DICOM images (truncated or damaged?); expected every file of the series complete")  # fmt: skip
+    if ignored:
+        logger.warning("%s: ignoring %s: DICOM objects without pixels, not part of the image series", folder,
+                       ", ".join(ignored))  # fmt: skip
 
 
 def _header(path: Path) -> pydicom.Dataset:
@@ -164,16 +195,12 @@ def series_geometry(folder: str | Path) -> SeriesGeometry:
     _check_images(folder, files, headers)
 
     first = headers[0]
-    for name in _GEOMETRY_TAGS[3:]:
-        for path, ds in zip(files, headers):
-            if ds.get(name) != first.get(name):
-                raise ValueError(f"{folder}: {path.name} has {name} {ds.get(name)}, {files[0].name} has "
-                                 f"{first.get(name)}; expected every slice of one size")  # fmt: skip
     orientation = _vector(first, "ImageOrientationPatient", 6, files[0])
     row, column = orientation[:3], orientation[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(column) - 1) > 1e-3 or abs(row @ column) > 1e-3:
         raise ValueError(f"{files[0]}: ImageOrientationPatient {orientation.tolist()} is not two orthogonal unit "
                          "vectors")  # fmt: skip
+    row, column = row / np.linalg.norm(row), column / np.linalg.norm(column)  # DS rounding: unit lengths exactly
     spacing = _vector(first, "PixelSpacing", 2, files[0])  # (between rows, between columns)
     if (spacing <= 0).any():
         raise ValueError(f"{files[0]}: PixelSpacing {spacing.tolist()}; expected two positive numbers (mm)")
@@ -189,6 +216,7 @@ def series_geometry(folder: str | Path) -> SeriesGeometry:
                              f"{spacing.tolist()}; expected one pixel spacing for the whole series")  # fmt: skip
 
     normal = np.cross(row, column)
+    normal /= np.linalg.norm(normal)
     positions = np.array([_vector(ds, "ImagePositionPatient", 3, path) for path, ds in zip(files, headers)])
     order = np.argsort(positions @ normal, kind="stable")
     files, headers, positions = [files[i] for i in order], [headers[i] for i in order], positions[order]
@@ -219,16 +247,18 @@ def _check_steps(folder: Path, files: list[Path], along: np.ndarray) -> float:
         raise ValueError(f"{folder}: the DICOM series has a gap after the slice at {along[gaps[0]]:.1f} mm "
                          f"({files[gaps[0]].name}; steps of {median:.2f} mm, a jump of {steps[gaps[0]]:.2f} mm): about "
                          f"{missing} slice(s) missing")  # fmt: skip
-    step = float(along[-1] - along[0]) / (len(along) - 1)
-    off = along - (along[0] + step * np.arange(len(along)))
+    index = np.arange(len(along))
+    fitted, start = np.polyfit(index, along, 1)  # the regular grid nearest to the positions
+    off = along - (start + fitted * index)
+    step = float(along[-1] - along[0]) / (len(along) - 1)  # exact where the positions are
     worst = int(np.argmax(np.abs(off)))
-    if abs(off[worst]) > SPACING_TOLERANCE * step:
-        changes = np.flatnonzero(np.abs(np.diff(steps)) > SPACING_TOLERANCE * step)[:3]
+    if abs(off[worst]) > SPACING_TOLERANCE * fitted:
+        changes = np.flatnonzero(np.abs(np.diff(steps)) > SPACING_TOLERANCE * fitted)[:3]
         where = "; ".join(f"{steps[c]:.2f} mm up to {files[c + 1].name}, then {steps[c + 1]:.2f} mm" for c in changes)
         where = where or f"steps from {steps.min():.2f} to {steps.max():.2f} mm"
         raise ValueError(f"{folder}: the slices are not evenly spaced ({where}): {files[worst].name} lies "
-                         f"{abs(off[worst]):.2f} mm off a regular grid of {step:.3f} mm steps (at most "
-                         f"{SPACING_TOLERANCE * step:.3f} mm allowed); one voxel grid cannot hold them: resample the "
+                         f"{abs(off[worst]):.2f} mm off a regular grid of {fitted:.3f} mm steps (at most "
+                         f"{SPACING_TOLERANCE * fitted:.3f} mm allowed); one voxel grid cannot hold them: resample the "
                          "series, e.g. with dcm2niix, and pass the NIfTI file")  # fmt: skip
     return step
 

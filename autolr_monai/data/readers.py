@@ -15,6 +15,7 @@ from monai.transforms import LoadImaged
 from monai.utils import ensure_tuple
 
 from .dicom import series_geometry
+from .grids import corner_offsets_mm
 
 logger = logging.getLogger("autolr_monai.data")
 
@@ -34,7 +35,8 @@ class ScanReader(ITKReader):
     a warning says so. Files (NIfTI, NRRD, MHA) are read exactly as by ``ITKReader``.
 
     Args:
-        kwargs: as for ``monai.data.ITKReader``.
+        kwargs: as for ``monai.data.ITKReader``; for a folder, ``series_name`` and ``series_meta`` do not apply (a
+            folder must hold one series, ``series_geometry``), the others go to ``itk.imread``.
     """
 
     def read(self, data: Sequence[PathLike] | PathLike, **kwargs):
@@ -53,8 +55,7 @@ class ScanReader(ITKReader):
         itk_affine = np.eye(4)
         itk_affine[:3, :3] = itk.array_from_matrix(image.GetDirection()) * np.asarray(image.GetSpacing(), dtype=float)
         itk_affine[:3, 3] = np.asarray(image.GetOrigin(), dtype=float)
-        corners = np.array([[0, 0, 0, 1], [*(s - 1 for s in geometry.shape), 1]], dtype=float).T
-        offset = float(np.abs(itk_affine @ corners - lps @ corners).max())
+        offset = float(corner_offsets_mm(itk_affine, lps, geometry.shape)[1].max())
         if offset > PLACEMENT_TOLERANCE_MM:
             spacing_between = geometry.headers[0].get("SpacingBetweenSlices")
             logger.warning("%s: ITK would place the slices %.1f mm away from where their ImagePositionPatient puts "

@@ -11,6 +11,7 @@ dies; a lock file left behind by a dead process is taken over, said in the log. 
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import json
 import logging
@@ -25,6 +26,8 @@ import ignite.distributed as idist
 logger = logging.getLogger("autolr_monai.engines")
 
 LOCK_FILE = "training.lock"
+#: What ``flock`` fails with where the file system has no file locks.
+_NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 #: What a training leaves in its folder; a fresh training refuses a folder holding any of them.
 OUTPUTS = ("model.pt", "checkpoints", "autolr_history.json", "history.json")
 
@@ -64,6 +67,7 @@ class RunFolder:
         self.path = Path(path).resolve()
         self.resume, self.resume_from, self.resumable = resume, resume_from, resumable
         self._fd: int | None = None
+        self._locked = True  # False on a file system without file locks
 
     @property
     def lock_file(self) -> Path:
@@ -125,8 +129,15 @@ class RunFolder:
             except BlockingIOError:
                 holder = self._read(fd)
                 os.close(fd)
-                raise RunFolderError(f"run folder {self.path} is in use by another training ({_describe(holder)}); "
-                                     "wait for it to end, or train into another --run_dir") from None  # fmt: skip
+                raise RunFolderError(self._in_use(holder)) from None
+            except OSError as e:  # a file system without locks (NFS mounted nolock, Lustre without flock)
+                if e.errno not in _NO_LOCKS:
+                    os.close(fd)
+                    raise
+                logger.warning("run folder %s: its file system cannot lock files (%s); relying on the lock file's "
+                               "record of host and pid alone", self.path, e.strerror)  # fmt: skip
+                self._locked = False
+                return fd
             try:
                 same = os.stat(self.lock_file).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
@@ -144,17 +155,20 @@ class RunFolder:
             holder = {"host": f"unknown (unreadable lock file: {text[:60]!r})"}
         return holder if isinstance(holder, dict) else {}
 
+    def _in_use(self, holder: dict) -> str:
+        return (f"run folder {self.path} is in use by another training ({_describe(holder)}); wait for it to end, or "
+                "train into another --run_dir")  # fmt: skip
+
     def _take_over(self, holder: dict) -> None:
-        """The lock file of a training whose lock is gone: taken over if that training ran on this host and its
-        process is no longer there (or is this one); a holder on another host, or a live process that holds no
-        lock, cannot be judged from here."""
+        """The lock file left by a training: taken over if that training ran on this host and is gone. With a
+        working lock, that it is gone is certain (the lock was free); without one, its pid must be gone too. A
+        holder on another host cannot be judged from here: file locks need not reach across hosts."""
         pid = holder.get("pid")
         if holder.get("host") != socket.gethostname():
             raise RunFolderError(f"run folder {self.path} is locked by a training on another host ({_describe(holder)}); "
                                  f"if it is no longer running, delete {self.lock_file}")  # fmt: skip
-        if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
-            raise RunFolderError(f"run folder {self.path} is locked by process {pid}, which is still running "
-                                 f"({_describe(holder)}); if it is not a training, delete {self.lock_file}")  # fmt: skip
+        if not self._locked and isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+            raise RunFolderError(self._in_use(holder))
         logger.warning("run folder %s: taking over the lock of a training that is no longer running (%s)", self.path,
                        _describe(holder))  # fmt: skip
 

@@ -5,18 +5,18 @@ a PACS or viewer next to its images. ``write_dicom_seg`` builds a binary SEG wit
 structure present, coded in SNOMED CT (``STRUCTURE_CODES``), one frame per segment and source slice it appears in,
 each referencing its source instance. ``SaveDicomSegd`` does this at the end of the inference pipeline.
 
-Layout: a series loaded by MONAI ``LoadImage(reader="ITKReader")`` + ``EnsureChannelFirst`` is ``(1, X, Y, Z)``
-with X the DICOM columns, Y the rows and Z the slices, and a RAS voxel-to-world affine; the frame of the source
-instance at slice ``k`` is therefore ``label_map[:, :, k].T`` (rows x columns). Instances are matched to slices by
-the geometry their ImagePositionPatient and ImageOrientationPatient define (``autolr_monai.data.series_geometry``,
-the geometry ``ScanReader`` loads the series on), never by file order, InstanceNumber or SpacingBetweenSlices.
+Layout: a series loaded by ``autolr_monai.data.LoadScand`` (or ``LoadImage(reader=ScanReader())``) and
+``EnsureChannelFirst`` is ``(1, X, Y, Z)`` with X the DICOM columns, Y the rows and Z the slices in the order of
+``autolr_monai.data.dicom.series_geometry``, and a RAS voxel-to-world affine; the frame of the instance at slice
+``k`` is therefore ``label_map[:, :, k].T`` (rows x columns). Instances are matched to slices by that geometry,
+which their ImagePositionPatient and ImageOrientationPatient define, never by file order, InstanceNumber or
+SpacingBetweenSlices; a label map on another grid (as plain ``ITKReader`` places some series) is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +34,15 @@ from pydicom.sr.coding import Code
 
 from autolr_monai import __version__
 from autolr_monai.data.dicom import SeriesGeometry, series_geometry
+from autolr_monai.data.grids import corner_offsets_mm
 from autolr_monai.data.labels import LABEL_NAMES
+from autolr_monai.files import replaced_atomically
 
-from .outputs import ScanFolderLayout
+from .marks import ALGORITHM_NAME, MANUFACTURER, SERIES_DESCRIPTION
+from .outputs import OutputWriteError, ScanFolderLayout
 
 logger = logging.getLogger("autolr_monai.inference")
 
-ALGORITHM_NAME = "autolr-monai DualPathResNet3D"
-SERIES_DESCRIPTION = "autolr-monai segmentation"
-MANUFACTURER = "autolr-monai"
 
 #: How far (in voxels) a source pixel may lie from the label map's voxel grid: DS values have up to 16 characters,
 #: so genuine matches are within 1e-3 voxels; a half-slice or one-pixel offset is far outside.
@@ -141,11 +141,10 @@ def _series_grid(series_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -
                          f"map slices have {y} rows (Y) x {x} columns (X); label map shape {shape}")  # fmt: skip
     if slices != z:
         raise ValueError(f"{series_dir}: {slices} DICOM images for a label map of {z} slices")
-    corners = np.array([[i, j, k, 1.0] for i in (0, x - 1) for j in (0, y - 1) for k in (0, z - 1)]).T
-    offsets = np.linalg.norm((affine @ corners - geometry.ras_affine @ corners)[:3], axis=0)
+    corners, offsets = corner_offsets_mm(affine, geometry.ras_affine, shape)
     voxel_mm = float(np.linalg.norm(geometry.lps_affine[:3, :3], axis=0).min())
     if offsets.max() > GRID_TOLERANCE_VOXELS * voxel_mm:
-        corner = corners[:3, int(np.argmax(offsets))].astype(int).tolist()
+        corner = corners[int(np.argmax(offsets))].tolist()
         raise ValueError(f"label map for {series_dir}: not on the series' voxel grid as its instances' positions "
                          f"define it: voxel {corner} lies {offsets.max():.2f} mm from that voxel of the series (label "
                          f"map affine {np.round(affine, 4).tolist()}, series {np.round(geometry.ras_affine, 4).tolist()}"
@@ -153,11 +152,21 @@ def _series_grid(series_dir: Path, affine: np.ndarray, shape: tuple[int, ...]) -
     return geometry
 
 
+#: Patient and study attributes of type 2 (present, maybe empty) that highdicom copies from the source into the
+#: SEG; de-identification tools often delete them instead of emptying them.
+_COPIED_TYPE_2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                  "ReferringPhysicianName", "StudyID", "AccessionNumber")  # fmt: skip
+
+
 def _as_source(ds: pydicom.Dataset, step_mm: float) -> pydicom.Dataset:
     """An instance's header as highdicom should see it (the files are not touched). highdicom copies
     SpacingBetweenSlices into the SEG, where it may not be negative (some vendors write it so): it becomes the step
     between the instances' positions. An empty SpecificCharacterSet is legal (the default repertoire; as the first
-    of several values, the default with code extensions) but highdicom refuses it: spelled out or removed."""
+    of several values, the default with code extensions) but highdicom refuses it: spelled out or removed. Type 2
+    patient and study attributes that a de-identification deleted (highdicom fails on them) are present, empty."""
+    for name in _COPIED_TYPE_2:
+        if name not in ds:
+            setattr(ds, name, "")
     if "SpacingBetweenSlices" in ds:
         ds.SpacingBetweenSlices = step_mm
     if "SpecificCharacterSet" in ds:
@@ -248,24 +257,23 @@ def write_dicom_seg(
 
 
 def _save_atomically(seg: hd.seg.Segmentation, output_path: Path) -> None:
-    """Write ``seg`` to a hidden file next to ``output_path`` (created with the user's umask, not ``mkstemp``'s
-    0600 that a PACS export could not read), flush it to disk, read it back whole, then rename it into place."""
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = output_path.with_name(f".{output_path.name}.{secrets.token_hex(6)}.tmp")
+    """Write ``seg`` to ``output_path`` completely or not at all (``replaced_atomically``), read back before it
+    is renamed into place; ``OutputWriteError`` names the file."""
     try:
-        seg.save_as(partial, enforce_file_format=True)
-        with open(partial, "rb") as f:
-            os.fsync(f.fileno())
-        try:
-            frames = int(pydicom.dcmread(partial).NumberOfFrames)
-        except (InvalidDicomError, EOFError, ValueError, AttributeError) as e:
-            raise OSError(f"{output_path}: cannot write (the file written does not read back: {e})") from e
-        if frames != int(seg.NumberOfFrames):
-            raise OSError(f"{output_path}: cannot write (the file written holds {frames} frames of {seg.NumberOfFrames})")
-        os.replace(partial, output_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+        with replaced_atomically(output_path) as partial:
+            seg.save_as(partial, enforce_file_format=True)
+            try:
+                frames = int(pydicom.dcmread(partial).NumberOfFrames)
+            except (InvalidDicomError, EOFError, ValueError, AttributeError) as e:
+                raise OutputWriteError(f"{output_path}: cannot write (the file written does not read back: {e})") from e
+            if frames != int(seg.NumberOfFrames):
+                raise OutputWriteError(f"{output_path}: cannot write (the file written holds {frames} frames of "
+                                       f"{seg.NumberOfFrames})")  # fmt: skip
+    except OSError as e:
+        if isinstance(e, OutputWriteError):
+            raise
+        why = f"{e.strerror}, errno {e.errno}" if e.errno is not None and e.strerror else str(e)
+        raise OutputWriteError(f"{output_path}: cannot write ({why})") from e
 
 
 class SaveDicomSegd(MapTransform):

@@ -13,13 +13,19 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from autolr_monai.data.checks import VOLUME_SUFFIXES, check_scan, is_dicom_file, visible
+import pydicom
+from pydicom.errors import InvalidDicomError
+
+from autolr_monai.data.checks import VOLUME_SUFFIXES, check_scan, is_dicom_file, read_nifti_header, visible
 from autolr_monai.data.datalist import load_datalist
+
+from .marks import MANUFACTURER, NIFTI_MARK, SERIES_DESCRIPTION
 
 logger = logging.getLogger("autolr_monai.inference")
 
 #: Ends of the names of the files inference writes (``<scan>_seg.nii.gz``, ``<scan>_probabilities.nii.gz``,
-#: ``<scan>_seg.dcm``; ``inference.json``): in a folder of scans, they are an earlier run's outputs, not scans.
+#: ``<scan>_seg.dcm``): in a folder of scans, those that inference wrote (``written_by_autolr``) are an earlier
+#: run's outputs, not scans.
 OUTPUT_SUFFIXES = ("_seg.nii.gz", "_probabilities.nii.gz", "_seg.dcm")
 
 
@@ -61,18 +67,43 @@ def check_unique_stems(scans: Sequence[dict], key: str = "image") -> None:
         seen[stem] = scan[key]
 
 
+def written_by_autolr(path: Path) -> bool:
+    """Whether inference wrote the file ``path`` (its header only is read): a NIfTI whose header's ``descrip``
+    begins with ``NIFTI_MARK``, or a DICOM with the Manufacturer and SeriesDescription of ``write_dicom_seg``."""
+    if not path.is_file():
+        return False
+    if is_dicom_file(path):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Manufacturer", "SeriesDescription"])
+        except (InvalidDicomError, EOFError, OSError, ValueError):
+            return False
+        return ds.get("Manufacturer") == MANUFACTURER and ds.get("SeriesDescription") == SERIES_DESCRIPTION
+    header = read_nifti_header(path)
+    return header is not None and header["descrip"].item().decode("latin-1").startswith(f"{NIFTI_MARK} ")
+
+
+def _earlier_output(entry: Path) -> bool:
+    """Whether ``entry`` is an output of an earlier run: a file named as one (``OUTPUT_SUFFIXES``) that inference
+    wrote, or a folder (not a link) holding nothing else, such as an earlier run's output_dir."""
+    if entry.is_dir() and not entry.is_symlink():
+        entries = visible(entry)
+        return bool(entries) and all(_earlier_output(p) for p in entries)
+    return entry.name.endswith(OUTPUT_SUFFIXES) and written_by_autolr(entry)
+
+
 def _scans_in_folder(folder: Path) -> list[Path]:
     """The scans of ``folder``: the folder itself if it holds DICOM files, else its volume files and DICOM series
-    folders. Outputs of an earlier run written here (``OUTPUT_SUFFIXES``) are skipped, naming them; a DICOM SEG
-    output inside a series folder is refused, as the series cannot be read with it."""
+    folders. Outputs of an earlier run written here (``_earlier_output``), files and folders, are skipped, naming
+    them; a DICOM SEG output inside a series folder is refused, as the series cannot be read with it. A file with
+    an output's name that inference did not write (a user's label map) is an entry like any other."""
     entries = visible(folder)
     if not entries:
         raise ValueError(f"{folder} is empty: expected NIfTI files, DICOM series folders, or the DICOM files of one "
                          "series")  # fmt: skip
-    outputs = [p for p in entries if p.is_file() and p.name.endswith(OUTPUT_SUFFIXES)]
+    outputs = [p for p in entries if _earlier_output(p)]
     entries = [p for p in entries if p not in outputs]
     is_series = any(p.is_file() and is_dicom_file(p) for p in entries)
-    seg = next((p for p in outputs if is_dicom_file(p)), None)
+    seg = next((p for p in outputs if p.is_file() and is_dicom_file(p)), None)
     if is_series and seg is not None:
         raise ValueError(f"{folder}: {seg.name} is an output of an earlier inference run written into this DICOM "
                          "series folder: move it out (read with the series, it is a second series)")  # fmt: skip
@@ -97,7 +128,8 @@ def _scans_in_folder(folder: Path) -> list[Path]:
 
 
 def _names(paths: list[Path]) -> str:
-    return ", ".join(p.name for p in paths[:10]) + (" ..." if len(paths) > 10 else "")
+    """The names of ``paths`` (the first 10), folders with a trailing ``/``."""
+    return ", ".join(p.name + ("/" if p.is_dir() else "") for p in paths[:10]) + (" ..." if len(paths) > 10 else "")
 
 
 def _warn_ignored(folder: Path, ignored: list[Path], why: str) -> None:

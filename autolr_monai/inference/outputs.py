@@ -21,6 +21,10 @@ from .inputs import scan_stem
 logger = logging.getLogger("autolr_monai.inference")
 
 
+class OutputWriteError(OSError):
+    """An output file could not be written completely; the message names the file and why."""
+
+
 class ScanFolderLayout(FolderLayoutBase):
     """Output files ``<output_dir>/<folders below data_root_dir>/<scan name>_<postfix><extension>``, for MONAI's
     ``SaveImaged(folder_layout=...)`` and for ``SaveDicomSegd``.
@@ -32,6 +36,9 @@ class ScanFolderLayout(FolderLayoutBase):
 
     def __init__(self, output_dir: str | os.PathLike, postfix: str, extension: str,
                  data_root_dir: str | os.PathLike | None = None, makedirs: bool = True) -> None:  # fmt: skip
+        if not str(output_dir).strip():  # Path("") is the current folder
+            raise ValueError("output_dir is empty: pass --output_dir with a folder (one that does not exist yet is "
+                             "created)")  # fmt: skip
         self.output_dir, self.postfix, self.extension = Path(output_dir), postfix, extension
         self.data_root_dir, self.makedirs = data_root_dir, makedirs
 

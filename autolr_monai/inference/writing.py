@@ -5,15 +5,13 @@ then renamed into place (``SaveNiftid``); the DICOM SEG writer writes to a tempo
 (``write_dicom_seg``). A write that fails (a full disk, a folder gone read-only) fails its scan only
 (``ScanOutputs``): the evaluator goes on with the next scan, and at the end of the run ``WriteFailures`` raises one
 line naming every scan that failed. Before the first scan, ``ScanOutputs.check_outputs`` checks that the output
-folders can be written and that no output would overwrite an input.
+folders can be written and that no output would overwrite an input or a file that inference did not write.
 """
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
-import secrets
 import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
@@ -25,18 +23,20 @@ from ignite.engine import Engine, Events
 from monai.config import DtypeLike, KeysCollection
 from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import Compose, MapTransform
+from monai.utils import get_equivalent_dtype
 from nibabel.filebasedimages import ImageFileError
 
+from autolr_monai import __version__
+from autolr_monai.data.checks import check_nifti_complete
+from autolr_monai.files import replaced_atomically
+
 from .dicom_seg import SaveDicomSegd
-from .outputs import ScanFolderLayout
+from .inputs import written_by_autolr
+from .marks import NIFTI_MARK
+from .outputs import OutputWriteError, ScanFolderLayout
 
 logger = logging.getLogger("autolr_monai.inference")
 
-_READ_CHUNK = 1 << 24
-
-
-class OutputWriteError(OSError):
-    """An output file could not be written completely; the message names the file and why."""
 
 
 def _cannot_write(path: str | os.PathLike, error: OSError) -> OutputWriteError:
@@ -53,30 +53,17 @@ def _source(data: Mapping[Hashable, torch.Tensor], image_key: str) -> str:
     return str(source)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_reads_back(written: Path, target: Path, spatial_shape: tuple[int, ...]) -> None:
     """Raise ``OutputWriteError`` naming ``target`` unless ``written`` reads back as a NIfTI of ``spatial_shape``
-    holding every byte of data its header announces (for ``.gz``, a gzip stream that ends where it should)."""
+    holding every byte of data its header announces (``check_nifti_complete``, the check of the inputs)."""
     try:
-        image = nib.load(written)
-        expected = int(image.header.get_data_offset()) + int(np.prod(image.shape)) * image.get_data_dtype().itemsize
-        size = 0
-        with (gzip.open if written.name.endswith(".gz") else open)(written, "rb") as f:
-            while chunk := f.read(_READ_CHUNK):
-                size += len(chunk)
+        shape = nib.load(written).shape
+        check_nifti_complete(written)
     except (OSError, EOFError, ValueError, ImageFileError) as e:
         raise OutputWriteError(f"{target}: cannot write (the file written does not read back: {e})") from e
-    if size < expected or tuple(image.shape[: len(spatial_shape)]) != spatial_shape:
-        raise OutputWriteError(f"{target}: cannot write (the file written does not read back as written: shape "
-                               f"{image.shape} and {size} bytes, expected shape {spatial_shape} and {expected} "
-                               "bytes)")  # fmt: skip
+    if tuple(shape[: len(spatial_shape)]) != spatial_shape:
+        raise OutputWriteError(f"{target}: cannot write (the file written reads back with shape {shape}, expected "
+                               f"{spatial_shape})")  # fmt: skip
 
 
 class SaveNiftid(MapTransform):
@@ -90,7 +77,8 @@ class SaveNiftid(MapTransform):
     first, end dimensions of size 1 squeezed, no resampling) to a hidden temporary file next to the target, which
     is flushed to disk, read back (``_check_reads_back``) and only then renamed over the target (``os.replace``,
     atomic: a reader sees the earlier file or the new one). On failure the temporary file is removed and
-    ``OutputWriteError`` names the target and the errno. Returns the data unchanged.
+    ``OutputWriteError`` names the target and the errno. The header's ``descrip`` marks the file as inference's,
+    "autolr-monai <version> <postfix>" (``written_by_autolr``). Returns the data unchanged.
 
     Args:
         keys: the images to write, one file each: ``folder_layout`` names files after the scan, so use one key per
@@ -118,21 +106,18 @@ class SaveNiftid(MapTransform):
     def write(self, image: MetaTensor, source: str) -> Path:
         """Write ``image`` as the output of scan ``source``; return the file."""
         target = self.layout.path(source)
-        temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp{self.layout.extension}")
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            writer = NibabelWriter(output_dtype=self.output_dtype)
-            writer.set_data_array(image, channel_dim=0, squeeze_end_dims=True)
-            writer.set_metadata(image.meta, resample=False)
-            writer.write(temporary)
-            _fsync(temporary)
-            _check_reads_back(temporary, target, tuple(image.shape[1:]))
-            os.replace(temporary, target)
-        except BaseException as e:
-            temporary.unlink(missing_ok=True)
-            if isinstance(e, OSError) and not isinstance(e, OutputWriteError):
-                raise _cannot_write(target, e) from e
-            raise
+            with replaced_atomically(target, suffix=self.layout.extension) as partial:
+                header = nib.Nifti1Header()
+                header.set_data_dtype(get_equivalent_dtype(self.output_dtype, np.ndarray))
+                header["descrip"] = f"{NIFTI_MARK} {__version__} {self.layout.postfix}"
+                writer = NibabelWriter(output_dtype=self.output_dtype)
+                writer.set_data_array(image, channel_dim=0, squeeze_end_dims=True)
+                writer.set_metadata(image.meta, resample=False)
+                writer.write(partial, header=header)
+                _check_reads_back(partial, target, tuple(image.shape[1:]))
+        except OSError as e:
+            raise e if isinstance(e, OutputWriteError) else _cannot_write(target, e) from e
         return target
 
 
@@ -251,9 +236,10 @@ class ScanOutputs(Compose):
 
     def check_outputs(self, scans: Sequence[Mapping[str, str]], key: str = "image") -> None:
         """Check before the first scan what the transforms will write for ``scans``: raise ``ValueError`` when an
-        output folder cannot be written (``check_output_dir``), or naming both files when an output would
-        overwrite an input scan, be written into an input DICOM series folder or be written twice; log a warning
-        naming the outputs of an earlier run that will be replaced."""
+        output folder cannot be written (``check_output_dir``), naming the scan and the file when an output would
+        overwrite a file that inference did not write (``written_by_autolr``: a user's label map of that name), or
+        naming both files when an output would overwrite an input scan, be written into an input DICOM series
+        folder or be written twice; log a warning naming the outputs of an earlier run that will be replaced."""
         for folder in dict.fromkeys(layout.output_dir for t in self.transforms if (layout := _layout(t)) is not None):
             check_output_dir(folder)
         inputs = {os.path.realpath(s[key]): s[key] for s in scans}
@@ -263,6 +249,9 @@ class ScanOutputs(Compose):
         for scan in (s[key] for s in scans):
             for layout, target in self.outputs(scan):
                 real = os.path.realpath(target)
+                if os.path.lexists(target) and not written_by_autolr(target):
+                    raise ValueError(f"{scan}: its output would overwrite {target}, which autolr-monai did not write "
+                                     "(your own label map?): pass an --output_dir elsewhere")  # fmt: skip
                 if real in inputs:
                     raise ValueError(f"{target} would overwrite the input scan {inputs[real]}: pass an --output_dir "
                                      "outside the input folder")  # fmt: skip

@@ -87,3 +87,22 @@ def test_a_checkpoint_without_a_fingerprint_resumes_with_a_warning(trained, auto
         logging.getLogger("autolr_monai.autolr").removeHandler(handler)
     assert any("the checkpoint has no record of its training data and settings" in r.getMessage() for r in warnings)
     assert workflow.parser.get_parsed_content("autolr#engine").history == uninterrupted.history
+
+
+def test_a_dataset_reached_through_a_symlink_has_the_fingerprint_of_its_files(tmp_path):
+    from autolr_monai.autolr.fingerprint import file_identity
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.nii.gz").write_bytes(b"voxels")
+    (tmp_path / "link").symlink_to(data, target_is_directory=True)
+    assert file_identity(tmp_path / "link" / "a.nii.gz", data.resolve()) == file_identity(data / "a.nii.gz", data.resolve())
+    assert file_identity(data / "a.nii.gz", data.resolve())["path"] == "a.nii.gz"
+
+
+def test_an_unreadable_record_is_a_difference_not_a_crash():
+    from autolr_monai.autolr.fingerprint import fingerprint_differences
+
+    current = {"training": [], "labels": [], "settings": {}}
+    assert fingerprint_differences({"training": []}, current) == [
+        "the checkpoint's record of its training data and settings is unreadable (['training'])"]

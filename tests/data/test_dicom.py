@@ -119,6 +119,12 @@ def _same_position_as_the_one_below(k: int, ds: pydicom.Dataset) -> None:
         ds.ImagePositionPatient = [position[0], position[1], position[2] - 2.0]
 
 
+def _one_row_less(k: int, ds: pydicom.Dataset) -> None:
+    if k == 4:
+        ds.Rows = ds.Rows - 1
+        ds.PixelData = ds.PixelData[: ds.Rows * ds.Columns * 2]
+
+
 def _other_pixel_spacing(k: int, ds: pydicom.Dataset) -> None:
     if k == 2:
         ds.PixelSpacing = [0.5, 0.5]
@@ -137,9 +143,11 @@ def _other_pixel_spacing(k: int, ds: pydicom.Dataset) -> None:
         (_without("PixelSpacing", 0), r"PixelSpacing is absent; expected 2 numbers"),
         (_same_position_as_the_one_below, r"IM\d+\.dcm and IM\d+\.dcm lie at the same position .*duplicated slices"),
         (_other_pixel_spacing, r"IM\d+\.dcm has PixelSpacing \[0\.5, 0\.5\], .*one pixel spacing for the whole series"),
+        (_one_row_less, r"the slices of one series \(SeriesInstanceUID [\d.]+\) differ in Rows: (\d+ like IM\d+\.dcm "
+                        r"with Rows 4[78](; )?){2}; expected every slice alike"),
     ],
     ids=["gantry-tilt", "uneven-steps", "slice-of-another-orientation", "no-position", "no-pixel-spacing",
-         "duplicated-position", "other-pixel-spacing"],  # fmt: skip
+         "duplicated-position", "other-pixel-spacing", "slice-of-another-size"],  # fmt: skip
 )
 def test_what_no_voxel_grid_can_hold_is_refused_naming_the_slice(example_volume, tmp_path, edit, message):
     folder = tmp_path / "series"
@@ -230,3 +238,36 @@ def test_files_are_read_exactly_as_itk_reads_them(phantom_scan):
     assert np.array_equal(ours.numpy(), itk_image.numpy()) and np.array_equal(ours.affine, itk_image.affine)
     loaded = LoadScand(keys="image", image_only=True)({"image": str(phantom_scan)})["image"]
     assert np.array_equal(loaded.numpy(), itk_image[0].numpy())
+
+
+def test_positions_rounded_to_a_tenth_of_a_millimetre_still_form_a_grid(example_volume, tmp_path):
+    """0.625 mm slices whose positions a scanner wrote with one decimal: up to 0.05 mm (8% of a step) off."""
+
+    def rounded(k: int, ds: pydicom.Dataset) -> None:
+        position = [float(v) for v in ds.ImagePositionPatient]
+        ds.ImagePositionPatient = [position[0], position[1], round(-804.5 + 0.625 * k, 1)]
+
+    write_series(tmp_path / "thin", example_volume, Variant("thin", edit=rounded))
+    geometry = series_geometry(tmp_path / "thin")
+    assert geometry.step_mm == pytest.approx(0.625, abs=2e-3)
+    assert abs(geometry.lps_affine[2, 3] - -804.5) < 0.06
+
+
+@pytest.mark.parametrize("which", [0, 10, 19], ids=["first", "middle", "last"])
+def test_a_truncated_slice_is_named_wherever_it_lies(example_volume, tmp_path, which):
+    """GDCM leaves out a file it cannot parse: at either end of the series no gap shows, and the series was read
+    one slice short without a word."""
+    files = write_series(tmp_path / "series", example_volume, VARIANTS[0])
+    files[which].write_bytes(files[which].read_bytes()[:-3000])
+    with pytest.raises(ValueError, match=re.escape(f"series: {files[which].name} cannot be read as DICOM images "
+                                                   "(truncated or damaged?)")):  # fmt: skip
+        check_scan(tmp_path / "series")
+
+
+def test_direction_cosines_rounded_short_of_unit_length_do_not_scale_the_grid(example_volume, tmp_path):
+    def short(k: int, ds: pydicom.Dataset) -> None:
+        ds.ImageOrientationPatient = [0.9995, 0.0, 0.0, 0.0, 0.9995, 0.0]
+
+    write_series(tmp_path / "short", example_volume, Variant("short", edit=short))
+    geometry = series_geometry(tmp_path / "short")
+    assert np.linalg.norm(geometry.lps_affine[:3, :3], axis=0) == pytest.approx([0.9765625, 0.9765625, 2.0], abs=1e-9)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -50,26 +52,55 @@ def _stale(folder, **holder):
     (folder / "training.lock").write_text(json.dumps({"started": "2026-01-02 03:04:05", **holder}))
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+
+
 def test_a_dead_processs_lock_is_taken_over_and_said(tmp_path, caplog):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    _stale(tmp_path, host=socket.gethostname(), pid=int(dead.stdout))
+    dead = _dead_pid()
+    _stale(tmp_path, host=socket.gethostname(), pid=dead)
     folder = RunFolder(str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="autolr_monai.engines"):
         folder.acquire()
-    assert f"taking over the lock of a training that is no longer running (host {socket.gethostname()}, pid {dead.stdout.strip()}, " \
+    assert f"taking over the lock of a training that is no longer running (host {socket.gethostname()}, pid {dead}, " \
            "started 2026-01-02 03:04:05)" in caplog.text  # fmt: skip
     assert json.loads((tmp_path / "training.lock").read_text())["pid"] == os.getpid()
     folder.release()
     assert not (tmp_path / "training.lock").exists()
 
 
-def test_a_lock_that_cannot_be_judged_from_here_is_refused(tmp_path):
-    _stale(tmp_path, host="gpu-node-7", pid=1234)
+def test_a_lock_of_another_host_cannot_be_judged_from_here_and_is_refused(tmp_path):
+    _stale(tmp_path, host="gpu-node-7", pid=1234)  # file locks need not reach across hosts
     with pytest.raises(RunFolderError, match=r"locked by a training on another host \(host gpu-node-7, pid 1234, .*delete .*training.lock"):
         RunFolder(str(tmp_path)).acquire()
-    _stale(tmp_path, host=socket.gethostname(), pid=os.getppid())  # alive, yet holds no lock
-    with pytest.raises(RunFolderError, match=f"locked by process {os.getppid()}, which is still running"):
+
+
+def test_a_free_lock_whose_recorded_pid_was_reused_is_taken_over(tmp_path, caplog):
+    _stale(tmp_path, host=socket.gethostname(), pid=os.getppid())  # alive, yet holds no lock: a reused pid
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.engines"):
+        folder = RunFolder(str(tmp_path))
+        folder.acquire()
+    folder.release()
+    assert "taking over the lock of a training that is no longer running" in caplog.text
+
+
+def _no_file_locks(fd, operation):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+
+def test_without_file_locks_the_record_keeps_a_live_training_out(tmp_path, monkeypatch, caplog):
+    """NFS mounted nolock, Lustre without flock: flock fails with ENOLCK; the lock file's record decides."""
+    monkeypatch.setattr(fcntl, "flock", _no_file_locks)
+    _stale(tmp_path, host=socket.gethostname(), pid=os.getppid())
+    with pytest.raises(RunFolderError, match=r"is in use by another training \(host .*, pid %d" % os.getppid()):
         RunFolder(str(tmp_path)).acquire()
+    _stale(tmp_path, host=socket.gethostname(), pid=_dead_pid())
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.engines"):
+        folder = RunFolder(str(tmp_path))
+        folder.acquire()
+    folder.release()
+    assert "cannot lock files" in caplog.text and "taking over" in caplog.text
 
 
 class _Engine:

@@ -305,3 +305,33 @@ def test_the_seg_gets_the_users_file_mode_and_is_never_left_partial(case: Case, 
     with pytest.raises(OSError, match="No space left"):
         write_dicom_seg(case.label, case.affine, case.series_dir, tmp_path / "out" / "seg.dcm")
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_seg_that_does_not_read_back_is_not_put_in_place(case: Case, tmp_path: Path, monkeypatch):
+    """A writer that 'succeeds' with a damaged file (no errno to report): one line naming the file once."""
+    from autolr_monai.inference import OutputWriteError
+
+    monkeypatch.setattr(hd.seg.Segmentation, "save_as", lambda self, filename, **kw: Path(filename).write_bytes(b"x"))
+    target = tmp_path / "out" / "seg.dcm"
+    with pytest.raises(OutputWriteError, match=re.escape(f"{target}: cannot write (the file written does not read "
+                                                         "back")) as raised:  # fmt: skip
+        write_dicom_seg(case.label, case.affine, case.series_dir, target)
+    assert str(raised.value).count(str(target)) == 1 and list(target.parent.iterdir()) == []
+
+
+def test_a_series_whose_deidentification_deleted_patient_and_study_attributes(example_volume, tmp_path):
+    """Anonymisers often delete type 2 attributes instead of emptying them; highdicom failed on the first one."""
+
+    def deleted(k: int, ds: pydicom.Dataset) -> None:
+        for name in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                     "AccessionNumber", "StudyID", "ReferringPhysicianName"):  # fmt: skip
+            if name in ds:
+                delattr(ds, name)
+
+    folder = tmp_path / "deidentified"
+    write_series(folder, example_volume, Variant("deidentified", edit=deleted))
+    image = _load(folder)
+    seg_path = write_dicom_seg(_organs(image[0].numpy()), image.affine.numpy(), folder, tmp_path / "seg.dcm")
+    seg = hd.seg.segread(seg_path)
+    assert seg.PatientID == "" and seg.StudyDate == "" and seg.NumberOfFrames > 0
+    assert dciodvfy_errors(seg_path) == []

@@ -13,6 +13,9 @@ import pydicom
 import pytest
 
 from autolr_monai.inference import find_scans
+from autolr_monai.inference.marks import MANUFACTURER, SERIES_DESCRIPTION
+from autolr_monai.inference.inputs import written_by_autolr
+from tests.inference.earlier_run import nifti, nifti_output, seg_header
 
 
 def _nifti(path: Path, shape=(8, 9, 10)) -> Path:
@@ -133,8 +136,8 @@ def test_dicomdir_and_other_files_beside_a_series_are_named_in_a_warning(shared_
 def test_outputs_of_an_earlier_run_in_a_scan_folder_are_skipped_and_named(tmp_path, caplog):
     scan = _nifti(tmp_path / "a.nii.gz")
     for name in ("a_seg.nii.gz", "a_probabilities.nii.gz"):
-        _nifti(tmp_path / name)
-    (tmp_path / "series_seg.dcm").write_bytes(b"\0" * 128 + b"DICM")  # a DICOM SEG written next to its series folder
+        nifti_output(tmp_path / name)
+    seg_header(tmp_path / "series_seg.dcm")  # a DICOM SEG written next to its series folder
     with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
         assert find_scans(str(tmp_path)) == [{"image": str(scan)}]
     assert (f"{tmp_path}: skipping 3 outputs of an earlier inference run (not scans): a_probabilities.nii.gz, "
@@ -143,7 +146,7 @@ def test_outputs_of_an_earlier_run_in_a_scan_folder_are_skipped_and_named(tmp_pa
 
 
 def test_a_folder_holding_only_outputs_is_refused(tmp_path, caplog):
-    _nifti(tmp_path / "a_seg.nii.gz")
+    nifti_output(tmp_path / "a_seg.nii.gz")
     with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
         with pytest.raises(ValueError, match="holds no NIfTI files"):
             find_scans(str(tmp_path))
@@ -156,10 +159,10 @@ def test_a_dicom_seg_written_into_a_series_folder_is_refused_by_name(shared_data
     files = sorted((shared_data / "dicom_ct").iterdir())
     for f in files:
         (series / f.name).symlink_to(f)
-    _nifti(series / "abdomen_seg.nii.gz")
+    nifti_output(series / "abdomen_seg.nii.gz")
     seg = pydicom.dcmread(files[0])  # another series in the folder, as a SEG is
     seg.SeriesInstanceUID, seg.SOPInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-    seg.Modality = "SEG"
+    seg.Modality, seg.Manufacturer, seg.SeriesDescription = "SEG", MANUFACTURER, SERIES_DESCRIPTION
     seg.save_as(series / "abdomen_seg.dcm")
     with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
         with pytest.raises(ValueError, match=f"^{series}: abdomen_seg.dcm is an output of an earlier inference run "
@@ -169,3 +172,48 @@ def test_a_dicom_seg_written_into_a_series_folder_is_refused_by_name(shared_data
     with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
         assert find_scans(str(series)) == [{"image": str(series)}]
     assert "skipping 1 outputs of an earlier inference run (not scans): abdomen_seg.nii.gz" in caplog.text
+
+
+def test_only_files_autolr_wrote_are_its_outputs(tmp_path):
+    """The mark of the NIfTI header's ``descrip``, or a DICOM SEG's Manufacturer and SeriesDescription."""
+    assert written_by_autolr(nifti_output(tmp_path / "a_seg.nii.gz"))
+    assert not written_by_autolr(nifti(tmp_path / "b_seg.nii.gz", "a user's label map"))
+    assert not written_by_autolr(nifti(tmp_path / "c_seg.nii.gz", "autolr-monaique"))
+    assert written_by_autolr(seg_header(tmp_path / "s_seg.dcm"))
+    assert not written_by_autolr(seg_header(tmp_path / "t_seg.dcm", manufacturer="Another Vendor"))
+    assert not written_by_autolr(seg_header(tmp_path / "u_seg.dcm", description="Liver (manual)"))
+    (tmp_path / "v_seg.dcm").write_text("not DICOM")
+    (tmp_path / "w_seg.nii.gz").write_bytes(b"\x1f\x8b not a volume")
+    (tmp_path / "x_seg.nii.gz").mkdir()
+    assert not any(written_by_autolr(tmp_path / name) for name in ("v_seg.dcm", "w_seg.nii.gz", "x_seg.nii.gz"))
+
+
+def test_files_named_as_outputs_that_autolr_did_not_write_are_scans(tmp_path, caplog):
+    """A user's ground truth ``ct_seg.nii.gz`` (BraTS naming) was skipped as an output, then overwritten."""
+    scan, label_map = _nifti(tmp_path / "ct.nii.gz"), nifti(tmp_path / "ct_seg.nii.gz", "ground truth")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert find_scans(str(tmp_path)) == [{"image": str(scan)}, {"image": str(label_map)}]
+    assert "skipping" not in caplog.text
+
+
+def test_a_subfolder_holding_only_outputs_is_skipped_and_named(tmp_path, caplog):
+    """An earlier run's output_dir inside the input folder: its DICOM SEG made it a series folder."""
+    scan = _nifti(tmp_path / "a.nii.gz")
+    (tmp_path / "out" / "nested").mkdir(parents=True)
+    nifti_output(tmp_path / "out" / "a_seg.nii.gz")
+    seg_header(tmp_path / "out" / "s1_seg.dcm")
+    nifti_output(tmp_path / "out" / "nested" / "b_seg.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert find_scans(str(tmp_path)) == [{"image": str(scan)}]
+    assert f"{tmp_path}: skipping 1 outputs of an earlier inference run (not scans): out/" in caplog.text
+
+
+def test_a_subfolder_holding_files_autolr_did_not_write_is_not_skipped_as_outputs(tmp_path, caplog):
+    _nifti(tmp_path / "a.nii.gz")
+    (tmp_path / "out").mkdir()
+    nifti_output(tmp_path / "out" / "a_seg.nii.gz")
+    (tmp_path / "out" / "notes.txt").write_text("the user's")
+    with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
+        assert len(find_scans(str(tmp_path))) == 1
+    assert "skipping" not in caplog.text
+    assert f"{tmp_path}: ignoring 1 entries that are neither volumes nor DICOM series folders: out/" in caplog.text

@@ -23,6 +23,13 @@ def test_layout_names_scans_as_find_scans_does(tmp_path):
     assert flat == tmp_path / "o" / "series.7_seg.dcm"
 
 
+@pytest.mark.parametrize("output_dir", ["", "  "])
+def test_an_empty_output_dir_is_refused(output_dir):
+    """``--output_dir ""`` wrote into the current folder (``Path("")`` is ``.``)."""
+    with pytest.raises(ValueError, match="^output_dir is empty: pass --output_dir with a folder"):
+        ScanFolderLayout(output_dir, "seg", ".nii.gz")
+
+
 def test_a_prediction_off_the_scans_grid_is_not_written(tmp_path):
     import nibabel as nib
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -17,8 +16,12 @@ from ignite.engine import Engine
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirstd, LoadImaged, SaveImaged
 
+from autolr_monai import __version__
 from autolr_monai.inference import (OutputWriteError, SaveDicomSegd, SaveNiftid, ScanFolderLayout, ScanOutputs,
                                     WriteFailures, check_output_dir)  # fmt: skip
+from autolr_monai.inference.inputs import written_by_autolr
+from tests.conftest import mounted_tmpfs
+from tests.inference.earlier_run import nifti, nifti_output, seg_header
 
 ENOSPC = f"cannot write (No space left on device, errno {errno.ENOSPC})"
 
@@ -61,10 +64,25 @@ def test_writes_what_monai_saveimaged_writes(tmp_path):
         theirs, ours = (nib.load(tmp_path / d / f"ct_{postfix}.nii.gz") for d in ("monai", "ours"))
         assert ours.shape == theirs.shape and ours.get_data_dtype() == theirs.get_data_dtype() == dtype
         assert np.array_equal(ours.affine, theirs.affine) and np.array_equal(ours.dataobj, theirs.dataobj)
+        assert [k for k in ours.header if ours.header[k].tobytes() != theirs.header[k].tobytes()] == ["descrip"]
     assert _files(tmp_path / "ours") == ["ct_probabilities.nii.gz", "ct_seg.nii.gz"]  # no temporary file left
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "ours" / "ct_seg.nii.gz").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_outputs_are_marked_as_written_by_autolr(tmp_path):
+    """In the header's ``descrip``, so that a later run tells them from a user's file of the same name."""
+    data = _scan(tmp_path / "in")
+    data["probabilities"] = MetaTensor(torch.rand(21, 10, 12, 8), affine=data["image"].affine, meta=data["image"].meta)
+    for key, postfix, dtype in (("pred", "seg", np.uint8), ("probabilities", "probabilities", np.float32)):
+        saver = _saver(tmp_path / "out", tmp_path / "in", key, postfix, dtype)
+        written = saver.write(data[key], str(tmp_path / "in" / "ct.nii.gz"))
+        assert nib.load(written).header["descrip"].item().decode() == f"autolr-monai {__version__} {postfix}"
+        assert written_by_autolr(written)
+    SaveImaged("pred", resample=False, print_log=False, folder_layout=ScanFolderLayout(tmp_path / "monai", "seg",
+                                                                                       ".nii.gz"))(data)  # fmt: skip
+    assert not written_by_autolr(tmp_path / "monai" / "ct_seg.nii.gz")
 
 
 def test_a_full_disk_names_the_file_and_errno_and_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -187,13 +205,8 @@ def test_output_dir_that_is_a_file_or_under_one_is_refused(tmp_path):
 @pytest.fixture
 def read_only_folder(tmp_path) -> Path:
     """A read-only tmpfs: root may write into any folder, not into a read-only file system."""
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here (needs root with CAP_SYS_ADMIN): {done.stderr.decode()}")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with mounted_tmpfs(tmp_path / "ro", "ro") as folder:
+        yield folder
 
 
 def test_a_read_only_output_dir_is_refused(read_only_folder):
@@ -212,7 +225,7 @@ def _outputs(out: Path, root: Path, dicom_seg: bool = True) -> ScanOutputs:
 
 def test_outputs_that_would_overwrite_an_input_are_refused_naming_both(tmp_path):
     (tmp_path / "ct.nii.gz").write_text("x")
-    (tmp_path / "ct_seg.nii.gz").write_text("x")
+    nifti_output(tmp_path / "ct_seg.nii.gz")  # an earlier run's label map, given as a scan
     scans = [{"image": str(tmp_path / "ct.nii.gz")}, {"image": str(tmp_path / "ct_seg.nii.gz")}]
     with pytest.raises(ValueError, match=f"^{tmp_path / 'ct_seg.nii.gz'} would overwrite the input scan "
                                          f"{tmp_path / 'ct_seg.nii.gz'}"):  # fmt: skip
@@ -237,9 +250,40 @@ def test_an_output_folder_problem_is_found_before_the_first_scan(tmp_path):
 def test_outputs_of_an_earlier_run_are_replaced_with_a_warning(tmp_path, caplog):
     (tmp_path / "series").mkdir()
     (tmp_path / "out").mkdir()
-    for name in ("ct_seg.nii.gz", "series_seg.dcm", "ct_seg.dcm"):
-        (tmp_path / "out" / name).write_text("x")
+    nifti_output(tmp_path / "out" / "ct_seg.nii.gz")
+    seg_header(tmp_path / "out" / "series_seg.dcm")
+    (tmp_path / "out" / "ct_seg.dcm").write_text("x")  # not an output of ct.nii.gz, a file: not looked at
     scans = [{"image": str(tmp_path / "ct.nii.gz")}, {"image": str(tmp_path / "series")}]
     with caplog.at_level(logging.WARNING, logger="autolr_monai.inference"):
         _outputs(tmp_path / "out", tmp_path, dicom_seg=True).check_outputs(scans)
     assert f"{tmp_path / 'out'}: replacing 2 files of an earlier run: ct_seg.nii.gz, series_seg.dcm" in caplog.text
+
+
+@pytest.mark.parametrize("name,make", [("ct_seg.nii.gz", lambda p: nifti(p, "ground truth")),
+                                       ("ct_seg.nii.gz", lambda p: p.write_text("notes")),
+                                       ("series_seg.dcm", lambda p: seg_header(p, manufacturer="Another Vendor"))],
+                         ids=["label-map", "not-an-image", "another-tools-seg"])  # fmt: skip
+def test_a_file_autolr_did_not_write_is_never_replaced(tmp_path, name, make):
+    """A user's ground truth ``ct_seg.nii.gz`` was replaced by the prediction, with a warning only."""
+    (tmp_path / "series").mkdir()
+    (tmp_path / "out").mkdir()
+    make(tmp_path / "out" / name)
+    before = (tmp_path / "out" / name).read_bytes()
+    scan = tmp_path / ("series" if name.endswith(".dcm") else "ct.nii.gz")
+    scans = [{"image": str(tmp_path / "ct.nii.gz")}, {"image": str(tmp_path / "series")}]
+    with pytest.raises(ValueError) as raised:
+        _outputs(tmp_path / "out", tmp_path).check_outputs(scans)
+    assert str(raised.value) == (f"{scan}: its output would overwrite {tmp_path / 'out' / name}, which autolr-monai "
+                                 "did not write (your own label map?): pass an --output_dir elsewhere")  # fmt: skip
+    assert (tmp_path / "out" / name).read_bytes() == before
+
+
+def test_a_users_label_map_among_the_scans_is_refused_as_not_written_by_autolr(tmp_path):
+    """``find_scans`` takes a user's ``ct_seg.nii.gz`` for a scan: the refusal says whose file it is."""
+    (tmp_path / "ct.nii.gz").write_text("x")
+    nifti(tmp_path / "ct_seg.nii.gz", "ground truth")
+    scans = [{"image": str(tmp_path / "ct.nii.gz")}, {"image": str(tmp_path / "ct_seg.nii.gz")}]
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'ct.nii.gz'}: its output would overwrite "
+                                         f"{tmp_path / 'ct_seg.nii.gz'}, which autolr-monai did not "
+                                         "write"):  # fmt: skip
+        _outputs(tmp_path, tmp_path).check_outputs(scans)
