@@ -39,7 +39,7 @@ from autolr_monai.data.labels import LABEL_NAMES
 from autolr_monai.files import replaced_atomically
 
 from .marks import ALGORITHM_NAME, MANUFACTURER, SERIES_DESCRIPTION
-from .outputs import OutputWriteError, ScanFolderLayout
+from .outputs import OutputWriteError, ScanFolderLayout, cannot_write
 
 logger = logging.getLogger("autolr_monai.inference")
 
@@ -272,8 +272,7 @@ def _save_atomically(seg: hd.seg.Segmentation, output_path: Path) -> None:
     except OSError as e:
         if isinstance(e, OutputWriteError):
             raise
-        why = f"{e.strerror}, errno {e.errno}" if e.errno is not None and e.strerror else str(e)
-        raise OutputWriteError(f"{output_path}: cannot write ({why})") from e
+        raise cannot_write(output_path, e) from e
 
 
 class SaveDicomSegd(MapTransform):

@@ -25,6 +25,12 @@ class OutputWriteError(OSError):
     """An output file could not be written completely; the message names the file and why."""
 
 
+def cannot_write(path: str | os.PathLike, error: OSError) -> OutputWriteError:
+    """``OutputWriteError`` naming ``path`` and why ``error`` stopped its writing (the errno where there is one)."""
+    why = f"{error.strerror}, errno {error.errno}" if error.errno is not None and error.strerror else str(error)
+    return OutputWriteError(f"{path}: cannot write ({why})")
+
+
 class ScanFolderLayout(FolderLayoutBase):
     """Output files ``<output_dir>/<folders below data_root_dir>/<scan name>_<postfix><extension>``, for MONAI's
     ``SaveImaged(folder_layout=...)`` and for ``SaveDicomSegd``.

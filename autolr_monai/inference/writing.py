@@ -33,15 +33,10 @@ from autolr_monai.files import replaced_atomically
 from .dicom_seg import SaveDicomSegd
 from .inputs import written_by_autolr
 from .marks import NIFTI_MARK
-from .outputs import OutputWriteError, ScanFolderLayout
+from .outputs import OutputWriteError, ScanFolderLayout, cannot_write
 
 logger = logging.getLogger("autolr_monai.inference")
 
-
-
-def _cannot_write(path: str | os.PathLike, error: OSError) -> OutputWriteError:
-    why = f"{error.strerror}, errno {error.errno}" if error.errno is not None and error.strerror else str(error)
-    return OutputWriteError(f"{path}: cannot write ({why})")
 
 
 def _source(data: Mapping[Hashable, torch.Tensor], image_key: str) -> str:
@@ -117,7 +112,7 @@ class SaveNiftid(MapTransform):
                 writer.write(partial, header=header)
                 _check_reads_back(partial, target, tuple(image.shape[1:]))
         except OSError as e:
-            raise e if isinstance(e, OutputWriteError) else _cannot_write(target, e) from e
+            raise e if isinstance(e, OutputWriteError) else cannot_write(target, e) from e
         return target
 
 
@@ -223,7 +218,7 @@ class ScanOutputs(Compose):
                     raise
                 if not isinstance(error, OutputWriteError):
                     layout = _layout(self.transforms[index])
-                    error = _cannot_write(layout.path(scan) if layout else error.filename or "an output", error)
+                    error = cannot_write(layout.path(scan) if layout else error.filename or "an output", error)
                 self.failures.record(scan, str(error))
                 return data
         self.failures.record(scan)
