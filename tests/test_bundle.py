@@ -124,12 +124,6 @@ def test_a_training_refuses_a_run_folder_in_use_before_writing_there(overlays, t
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []  # no error maps, logs or checkpoints of its own
 
 
-def test_a_single_run_refuses_to_resume_instead_of_starting_over(tiny_datalist, tmp_path):
-    with pytest.raises(RuntimeError) as error:
-        _workflow(tmp_path, tiny_datalist, "sched_a.json", resume="true").run()
-    assert str(_cause(error.value)).startswith("a single run (sched_a.json, sched_b.json) cannot resume")
-
-
 def test_amp_false_from_the_command_line_turns_amp_off(tiny_datalist, tmp_path):
     """``--amp false`` arrives as the string 'false', which MONAI's engines would take as true."""
     workflow = _workflow(tmp_path, tiny_datalist, "sched_a.json", amp="false")

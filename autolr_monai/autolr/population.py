@@ -47,6 +47,7 @@ from monai.engines import Workflow
 from monai.engines.utils import IterationEvents
 from monai.transforms import Randomizable
 
+from ..engines.resume import GradScalerState
 from .fingerprint import fingerprint_differences
 from .selection import AutoLRSchedule, PopulationDivergedError, best_score, select_winner
 
@@ -100,8 +101,10 @@ class Member:
     _started: bool = field(default=False, repr=False)
     _completed: bool = field(default=False, repr=False)
     _torch_rng: dict = field(default_factory=dict, repr=False)
+    _scaler: GradScalerState | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self._scaler = GradScalerState(self.trainer)  # AMP's loss scale, continued on resume (not swapped)
         # the run's own stream for torch's global generators (dropout), seeded from its sampler seed
         seed = (self.generator.initial_seed() if self.generator is not None else self.index) + 1
         self._torch_rng = {"cpu": torch.Generator().manual_seed(seed).get_state()}
@@ -210,7 +213,7 @@ class Member:
 
     def state_dict(self) -> dict:
         return {"swapped": self.swap_state(), "trainer": self.trainer.state_dict(), "random": self.random_state(),
-                "diverged": self.diverged}  # fmt: skip
+                "scaler": self._scaler.state_dict(), "diverged": self.diverged}  # fmt: skip
 
     def load_state_dict(self, state: Mapping) -> None:
         """Resume from a checkpoint: the swapped objects' ``load_resume_state`` where they have one (a resume may
@@ -222,6 +225,7 @@ class Member:
             getattr(obj, "load_resume_state", obj.load_state_dict)(swapped[name])
         self.trainer.load_state_dict(state["trainer"])
         self.load_random_state(state["random"])
+        self._scaler.load_state_dict(state.get("scaler", {}))
         self.diverged = bool(state["diverged"])
 
 
@@ -292,6 +296,12 @@ class AutoLR(Engine):
     model for inference: the best checkpoint of the winning run). ``fingerprint`` (``training_fingerprint``:
     the data and settings the state depends on) is saved in ``state_dict``, and a checkpoint with another one is
     refused by ``load_state_dict``.
+
+    Args:
+        swap_from: which state of the winner a swap copies (Algorithm 1, line 7, where the paper does not say):
+            ``"end"``, its state at the end of the period (it trained all ``gamma`` epochs; the default), or
+            ``"best"``, its state after the epoch of its ``max[v_i]`` (the score it won with), kept in memory per
+            run during the period: one more copy of every run's swap state (network, momentum, error maps).
     """
 
     def __init__(
@@ -302,8 +312,12 @@ class AutoLR(Engine):
         best_model_path: str | None = None,
         max_grad_norm: float | None = None,
         fingerprint: Mapping | None = None,
+        swap_from: str = "end",
     ) -> None:
         super().__init__(self._epoch)
+        if swap_from not in ("end", "best"):
+            raise ValueError(f"autolr#swap_from: expected 'end' or 'best', got {swap_from!r}")
+        self.swap_from = swap_from
         self.register_events(*AutoLREvents)
         self.schedule, self.max_epochs, self.best_model_path = schedule, int(max_epochs), best_model_path
         self.fingerprint = fingerprint
@@ -337,6 +351,7 @@ class AutoLR(Engine):
         self.best: dict = {"score": -math.inf, "run": -1, "epoch": 0}
         self._period_scores: list[list[float]] = [[] for _ in range(schedule.runs)]
         self._period_diverged = [False] * schedule.runs
+        self._period_best: dict[int, dict] = {}  # swap_from="best": each local run's state at its best epoch
         self._common_start = False
         self.add_event_handler(Events.COMPLETED, lambda _: [m.finish() for m in self.members])
 
@@ -377,12 +392,14 @@ class AutoLR(Engine):
             table = torch.stack([gathered[self._owner(r), r] for r in range(self.schedule.runs)])
         return table.tolist()
 
-    def spread(self, source: int) -> None:
-        """Copy run ``source``'s swap state to every other run, then re-apply every run's own hyperparameters."""
+    def spread(self, source: int, saved: Mapping | None = None) -> None:
+        """Copy run ``source``'s swap state (its live one, or ``saved``, kept by its owner) to every run, then
+        re-apply every run's own hyperparameters. The source keeps its live state unless ``saved`` replaces it."""
         member = self._member(source)
-        state = self._broadcast(member.swap_state() if member is not None else None, self._owner(source))
+        local = (saved if saved is not None else member.swap_state()) if member is not None else None
+        state = self._broadcast(local, self._owner(source))
         for m in self.members:
-            if m.index != source:  # a state_dict holds the source's live tensors: every receiver needs its own copy
+            if m.index != source or saved is not None:  # every receiver needs its own copy of the tensors
                 m.load_swap_state(copy.deepcopy(state))
         for control in self.controls:
             control.apply()
@@ -422,6 +439,8 @@ class AutoLR(Engine):
                 "there is no run to continue from. The checkpoints written before this period are intact; train "
                 "again with lower rates (autolr#initial_lrs), from scratch, since a checkpoint keeps its own rates")
         self._keep_best(epoch, [row[2] for row in rows])
+        if self.swap_from == "best":
+            self._keep_period_best()
         if epoch % self.schedule.period == 0:  # before ITERATION_COMPLETED: checkpoints hold the swapped population
             self._end_period()
         return {"epoch": epoch, "scores": [row[2] for row in rows]}
@@ -441,13 +460,29 @@ class AutoLR(Engine):
             os.replace(partial, self.best_model_path)
         logger.info("AutoLR: new best validation score %.4f (run %d, epoch %d)", score, run, epoch)
 
+    def _keep_period_best(self) -> None:
+        """``swap_from="best"``: keep each local run's swap state after the epoch that raised its period maximum."""
+        for m in self.members:
+            scores = self._period_scores[m.index]
+            if not self._period_diverged[m.index] and math.isfinite(scores[-1]) and scores[-1] == best_score(scores) \
+                    and scores[-1] not in scores[:-1]:  # fmt: skip
+                self._period_best[m.index] = _to_cpu(copy.deepcopy(m.swap_state()))
+
     def _end_period(self) -> None:
         start = time.perf_counter()
         epoch = self.state.iteration
         scores = self._period_scores
         winner = select_winner(scores, self.schedule.factors["lr"], self._period_diverged)
         star = self.schedule.spawn(winner, epoch * self.schedule.epoch_length, self._period_diverged)
-        self.spread(winner)
+        saved = None
+        if self.swap_from == "best" and self._owner(winner) == self.rank:
+            saved = self._period_best.get(winner)
+            if saved is None:  # only after resuming, mid-period, from a checkpoint of an 'end' training
+                logger.warning("AutoLR: no best-epoch state of run %d was kept in this period (resumed from a "
+                               "checkpoint saved with autolr#swap_from 'end'); copying its end-of-period state",
+                               winner)  # fmt: skip
+        self.spread(winner, saved)
+        self._period_best = {}
         for m in self.members:  # a run that diverged idled: it rejoins at the common epoch
             if self._period_diverged[m.index]:
                 m.trainer.state.epoch, m.trainer.state.iteration = epoch, epoch * self.schedule.epoch_length
@@ -479,7 +514,16 @@ class AutoLR(Engine):
                 "members": [local.get(i) for i in range(self.schedule.runs)], "history": copy.deepcopy(self.history),
                 "periods": copy.deepcopy(self.periods), "best": dict(self.best),
                 "period_scores": copy.deepcopy(self._period_scores), "period_diverged": list(self._period_diverged),
+                "period_best": {str(run): state for run, state in self._gather_period_best().items()},
                 **({"fingerprint": copy.deepcopy(self.fingerprint)} if self.fingerprint is not None else {})}  # fmt: skip
+
+    def _gather_period_best(self) -> dict[int, dict]:
+        local = dict(self._period_best)
+        if self.world_size > 1:
+            parts: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
+            torch.distributed.gather_object(local, parts, dst=0)
+            local = {k: v for part in parts for k, v in part.items()} if self.rank == 0 else {}
+        return local
 
     def _check_fingerprint(self, saved: Mapping | None) -> None:
         if self.fingerprint is None:
@@ -510,6 +554,8 @@ class AutoLR(Engine):
         self.best = dict(state["best"])
         self._period_scores = [list(s) for s in state["period_scores"]]
         self._period_diverged = [bool(d) for d in state["period_diverged"]]
+        local = {m.index for m in self.members}
+        self._period_best = {int(run): saved for run, saved in state.get("period_best", {}).items() if int(run) in local}
         self._common_start = True
         for control in self.controls:
             control.apply()

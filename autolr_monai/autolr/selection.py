@@ -50,10 +50,25 @@ class AutoLRSchedule:
     - ``spawn(winner)`` at the end of a period (Algorithm 1, lines 7-8): ``eta* = `` the winner's value (the rate it
       was set to, even if a warm-up longer than the period had not reached it yet) and run ``i`` continues at
       ``eta* * factors[name][i]`` (the paper: lambda = 2, 1, 0.5).
-    - Learning rate warm-up (section 4.1): over ``warmup_epochs`` epochs after the start and after every change, the
-      rate moves linearly, iteration by iteration, from the run's previous rate (0 at the start) to its new one:
-      iteration ``k`` of the ramp (0-based) gets ``previous + (new - previous) (k + 1) / W``. Other hyperparameters
-      (momentum, weight decay) change at once.
+    - Warm-up (section 4.1: "a linear learning rate warm up ... for 10 epochs when starting to train or switching
+      between learning rates"): over ``warmup_epochs`` epochs the rate moves linearly, iteration by iteration, to
+      the run's new one: at the start from ``warmup_start`` (0 by default), after a switch from ``eta*``, because
+      every run then carries the winner's weights and momentum, trained at ``eta*``. Iteration ``k`` of a ramp
+      (0-based) gets ``start + (new - start) (k + 1) / W``; the run with lambda = 1 continues at ``eta*`` without a
+      ramp (the paper's R_1), and so does a run that diverged (it is respawned from the winner like the others).
+    - Other hyperparameters (``hyperparameters``: momentum, weight decay) change at the switch, at once, unless
+      named in ``ramped``: then they ramp from the winner's value like the rate (and start at their initial value,
+      without a ramp from ``warmup_start``).
+
+    Args:
+        initial_lrs: eta_i of the first period, one per run (Algorithm 1, line 1).
+        factors: lambda_i (Algorithm 1, line 8).
+        period: gamma, epochs between selections.
+        epoch_length: iterations per epoch.
+        warmup_epochs: W in epochs; 0 or 1 iteration means no ramp.
+        hyperparameters: ``{name: {"initial": [...], "factors": [...]}}`` controlled like the rate.
+        warmup_start: the rate the very first warm-up starts from.
+        ramped: the names that ramp after a switch (``"lr"`` and any of ``hyperparameters``).
 
     Iterations are 0-based and count every training step of a run (``engine.state.iteration - 1``).
     """
@@ -66,6 +81,8 @@ class AutoLRSchedule:
         epoch_length: int,
         warmup_epochs: int = 10,
         hyperparameters: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        warmup_start: float = 0.0,
+        ramped: Sequence[str] = ("lr",),
     ) -> None:
         specs = {"lr": {"initial": list(initial_lrs), "factors": list(factors)}}
         for name, spec in (hyperparameters or {}).items():
@@ -86,11 +103,19 @@ class AutoLRSchedule:
         if period < 1 or epoch_length < 1 or warmup_epochs < 0:
             raise ValueError(f"AutoLR needs period >= 1, epoch_length >= 1 and warmup_epochs >= 0, got period={period}, "
                              f"epoch_length={epoch_length}, warmup_epochs={warmup_epochs}")  # fmt: skip
+        if not (math.isfinite(warmup_start) and warmup_start >= 0):
+            raise ValueError(f"autolr#warmup_start: expected a rate >= 0, got {warmup_start}")
+        unknown = sorted(set(ramped) - set(specs))
+        if unknown:
+            raise ValueError(f"autolr#ramped names {unknown}, which AutoLR does not control; expected some of "
+                             f"{sorted(specs)} (autolr#hyperparameters adds names)")  # fmt: skip
         self.runs, self.period, self.epoch_length = runs, int(period), int(epoch_length)
         self.warmup_iterations = int(warmup_epochs) * self.epoch_length
+        self.ramped = [name for name in specs if name in set(ramped)]
         self.factors = {name: spec["factors"] for name, spec in specs.items()}
         self.current = {name: [float(v) for v in spec["initial"]] for name, spec in specs.items()}
-        self.previous_lr = [0.0] * runs
+        self.ramp_start = {name: [float(warmup_start)] * runs if name == "lr" else list(self.current[name])
+                           for name in self.ramped}  # fmt: skip
         self.switch_iteration = 0
         self.winners: list[int] = []
 
@@ -98,30 +123,34 @@ class AutoLRSchedule:
     def names(self) -> list[str]:
         return list(self.current)
 
+    def value(self, name: str, run: int, iteration: int) -> float:
+        """Hyperparameter ``name`` of ``run`` at (0-based) ``iteration``, warm-up included."""
+        target = self.current[name][run]
+        if name not in self.ramp_start or self.warmup_iterations <= 1:
+            return target
+        start, step = self.ramp_start[name][run], iteration - self.switch_iteration
+        if step >= self.warmup_iterations - 1:
+            return target
+        return start + (target - start) * (max(step, -1) + 1) / self.warmup_iterations
+
     def lr(self, run: int, iteration: int) -> float:
         """The learning rate of ``run`` at (0-based) ``iteration``, warm-up included."""
-        target, step = self.current["lr"][run], iteration - self.switch_iteration
-        if step < 0:  # before the last switch: the rate reached at the switch
-            return self.previous_lr[run]
-        if self.warmup_iterations <= 1 or step >= self.warmup_iterations - 1:
-            return target
-        previous = self.previous_lr[run]
-        return previous + (target - previous) * (step + 1) / self.warmup_iterations
+        return self.value("lr", run, iteration)
 
     def values(self, run: int, iteration: int) -> dict[str, float]:
         """Every controlled hyperparameter of ``run`` at ``iteration``."""
-        return {name: self.lr(run, iteration) if name == "lr" else values[run] for name, values in self.current.items()}
+        return {name: self.value(name, run, iteration) for name in self.current}
 
     def spawn(self, winner: int, iteration: int, diverged: Sequence[bool] = ()) -> dict[str, float]:
         """Algorithm 1, lines 7-8, from (0-based) ``iteration`` on; returns the winner's values (``eta*``).
 
-        A run that diverged warms up from ``eta*`` instead of from its own previous rate, which was too high.
+        Every run, a diverged one included (``diverged`` is accepted for the record; the rule is the same), ramps
+        from the winner's values, whose weights it now carries.
         """
         if not 0 <= winner < self.runs:
             raise IndexError(f"winner {winner} is not one of the {self.runs} runs")
         star = {name: values[winner] for name, values in self.current.items()}
-        diverged = list(diverged) or [False] * self.runs
-        self.previous_lr = [star["lr"] if diverged[i] else self.lr(i, iteration - 1) for i in range(self.runs)]
+        self.ramp_start = {name: [star[name]] * self.runs for name in self.ramped}
         for name, value in star.items():
             self.current[name] = [value * f for f in self.factors[name]]
         self.switch_iteration = int(iteration)
@@ -129,16 +158,23 @@ class AutoLRSchedule:
         return star
 
     def state_dict(self) -> dict:
-        return {"current": {k: list(v) for k, v in self.current.items()}, "previous_lr": list(self.previous_lr),
+        return {"current": {k: list(v) for k, v in self.current.items()},
+                "ramp_start": {k: list(v) for k, v in self.ramp_start.items()},
                 "switch_iteration": self.switch_iteration, "winners": list(self.winners)}  # fmt: skip
 
     def load_state_dict(self, state: Mapping) -> None:
+        saved_runs = len(next(iter(state["current"].values())))
         if set(state["current"]) != set(self.current) or any(len(v) != self.runs for v in state["current"].values()):
-            raise ValueError(f"AutoLR checkpoint controls {sorted(state['current'])} for "
-                             f"{len(state['previous_lr'])} runs; this population controls {self.names} for "
-                             f"{self.runs} runs")  # fmt: skip
+            raise ValueError(f"AutoLR checkpoint controls {sorted(state['current'])} for {saved_runs} runs; this "
+                             f"population controls {self.names} for {self.runs} runs")  # fmt: skip
+        if "ramp_start" not in state:
+            raise ValueError("AutoLR checkpoint was saved by a version before 0.5.0 whose warm-up started from each "
+                             "run's own previous rate: it cannot continue under this rule; train afresh")  # fmt: skip
+        if set(state["ramp_start"]) != set(self.ramp_start):
+            raise ValueError(f"AutoLR checkpoint ramps {sorted(state['ramp_start'])} after a switch, this population "
+                             f"{sorted(self.ramp_start)} (autolr#ramped)")  # fmt: skip
         self.current = {k: [float(x) for x in v] for k, v in state["current"].items()}
-        self.previous_lr = [float(x) for x in state["previous_lr"]]
+        self.ramp_start = {k: [float(x) for x in v] for k, v in state["ramp_start"].items()}
         self.switch_iteration = int(state["switch_iteration"])
         self.winners = [int(w) for w in state["winners"]]
 

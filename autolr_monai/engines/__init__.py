@@ -3,7 +3,8 @@
 from .handlers import AtomicCheckpointSaver, EpochSummary, TrainingHistory
 from .losses import PatchCrossEntropyLoss
 from .metrics import LocalMeanDice
+from .resume import BestModelState, GradScalerState, RandomStreams, ResumeView
 from .run_folder import RunFolder, RunFolderError
 
-__all__ = ["AtomicCheckpointSaver", "EpochSummary", "LocalMeanDice", "PatchCrossEntropyLoss", "RunFolder",
-           "RunFolderError", "TrainingHistory"]  # fmt: skip
+__all__ = ["AtomicCheckpointSaver", "BestModelState", "EpochSummary", "GradScalerState", "LocalMeanDice",
+           "PatchCrossEntropyLoss", "RandomStreams", "ResumeView", "RunFolder", "RunFolderError", "TrainingHistory"]  # fmt: skip

@@ -62,6 +62,12 @@ class TrainingHistory:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
+    def state_dict(self) -> dict:
+        return {"epochs": [dict(row) for row in self.epochs]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = [dict(row) for row in state["epochs"]]
+
     def _write(self, engine: Engine) -> None:
         metrics, scores = engine.state.metrics, self.evaluator.state.metrics
         key = getattr(self.evaluator.state, "key_metric_name", None)

@@ -56,16 +56,15 @@ class RunFolder:
     ``acquire()`` (once, before anything is written there) locks it or refuses at once, naming the folder and the
     holder, when a live training holds it; under ``torchrun`` process 0 locks it for the whole job and every
     process raises the same error. A fresh training (``resume`` false and no ``resume_from``) refuses a folder with
-    another training's outputs (``OUTPUTS``); ``resumable=False`` (a single run with a step schedule, which cannot
-    resume) refuses to be asked to resume. ``run(engine)`` runs the training and releases the folder however the
+    another training's outputs (``OUTPUTS``). ``run(engine)`` runs the training and releases the folder however the
     run ends; the lock is also released at exit should the build of the training fail before ``run``.
     """
 
     _held: dict[Path, RunFolder] = {}  # the folders this process holds
 
-    def __init__(self, path: str, resume: bool = False, resume_from: str | None = None, resumable: bool = True) -> None:
+    def __init__(self, path: str, resume: bool = False, resume_from: str | None = None) -> None:
         self.path = Path(path).resolve()
-        self.resume, self.resume_from, self.resumable = resume, resume_from, resumable
+        self.resume, self.resume_from = resume, resume_from
         self._fd: int | None = None
         self._locked = True  # False on a file system without file locks
 
@@ -88,9 +87,6 @@ class RunFolder:
                 raise RunFolderError(error)
 
     def _acquire(self) -> None:
-        if not self.resumable and (self.resume or self.resume_from):
-            raise RunFolderError("a single run (sched_a.json, sched_b.json) cannot resume (--resume, "
-                                 f"--autolr#resume_from); train it again into an empty --run_dir (not {self.path})")  # fmt: skip
         earlier = self._held.get(self.path)
         if earlier is not None:  # an earlier training of this process that failed before its run released nothing
             earlier.release()
@@ -115,9 +111,8 @@ class RunFolder:
                 (self.path / name).is_dir() and not any((self.path / name).iterdir())))  # fmt: skip
             if found:
                 self.release()
-                hint = "resume it with --resume true, or" if self.resumable else "delete them or"
                 raise RunFolderError(f"run folder {self.path} already holds the outputs of a training ({', '.join(found)}); "
-                                     f"{hint} train into another --run_dir")  # fmt: skip
+                                     "resume it with --resume true, or train into another --run_dir")  # fmt: skip
 
     def _lock(self) -> int:
         """An open descriptor of the lock file, locked; the file is re-opened if a releasing holder removed it

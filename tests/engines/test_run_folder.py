@@ -146,15 +146,6 @@ def test_a_fresh_training_refuses_a_folder_holding_another_trainings_outputs(tmp
         folder = RunFolder(str(tmp_path), **resuming)
         folder.acquire()
         folder.release()
-    with pytest.raises(RunFolderError, match=r"\(.*\); delete them or train into another --run_dir"):
-        RunFolder(str(tmp_path), resumable=False).acquire()
-
-
-def test_a_run_that_cannot_resume_refuses_to_be_asked(tmp_path):
-    for asked in ({"resume": True}, {"resume_from": "checkpoints/checkpoint_final.pt"}):
-        with pytest.raises(RunFolderError, match=r"^a single run \(sched_a.json, sched_b.json\) cannot resume"):
-            RunFolder(str(tmp_path / "run"), resumable=False, **asked).acquire()
-    assert not (tmp_path / "run").exists()
 
 
 def _lock_in_job(rank: int, port: int, free: str, held: str, results) -> None:
