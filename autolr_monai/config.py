@@ -133,7 +133,7 @@ TRAINING: dict[str, Rule] = {
     "isample#update_every": POSITIVE_INT, "isample#n_cases": POSITIVE_INT, "isample#tensorboard_every": POSITIVE_INT,
     "autolr#initial_lrs": POSITIVE_LIST, "autolr#factors": POSITIVE_LIST, "autolr#period": POSITIVE_INT,
     "autolr#warmup_epochs": NON_NEGATIVE_INT, "autolr#warmup_start": NON_NEGATIVE,
-    "autolr#swap_from": ("'end' (the winner's state at the end of the period) or 'best' (at its best epoch)",
+    "autolr#same_start": BOOLEAN, "autolr#swap_from": ("'end' (the winner's state at the end of the period) or 'best' (at its best epoch)",
                     lambda v: v in ("end", "best")),
     "autolr#max_grad_norm": ("null or a number > 0", lambda v: v is None or POSITIVE[1](v)),
 }  # fmt: skip

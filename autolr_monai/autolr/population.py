@@ -19,10 +19,10 @@ Where Ignite and MONAI fall short, and what this module adds:
   ``param_groups``: every run's own values are re-applied right after the copy and before every iteration.
   Each receiver gets its own deep copy (``torch.optim.Optimizer.load_state_dict`` would otherwise share the
   winner's momentum tensors between runs).
-- Not copied: random state (patch sampler and augmentation generators, and each run's own stream for torch's global
-  generator, which dropout uses) and the trainers' counters. Each run keeps
-  its own random stream, so the copies explore different batches after a swap rather than repeating the winner's;
-  DataLoader workers are persistent and could not take a new state anyway. All runs are at the same epoch already.
+- Not copied: random state (the run's generator, which draws its images and every sample's augmentation seed, and
+  its own stream for torch's global generator, which dropout uses) and the trainers' counters. Each run keeps its
+  own random stream, so the copies explore different batches after a swap rather than repeating the winner's. All
+  runs are at the same epoch already.
 - Across processes (``torchrun``), run ``i`` lives in process ``i % world_size``: scores are all-gathered and the
   winner's state is broadcast (``torch.distributed.broadcast_object_list``). Nothing is wrapped in
   ``DistributedDataParallel`` and no data is sharded: the runs are independent experiments.
@@ -40,12 +40,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ignite.distributed as idist
-import numpy as np
 import torch
 from ignite.engine import Engine, EventEnum, Events
 from monai.engines import Workflow
 from monai.engines.utils import IterationEvents
-from monai.transforms import Randomizable
 
 from ..engines.resume import GradScalerState
 from .fingerprint import fingerprint_differences
@@ -71,12 +69,6 @@ def _to_cpu(state: Any) -> Any:
     return state
 
 
-def _randomizable(dataset: Any) -> list[Randomizable]:
-    transform = getattr(dataset, "transform", None)
-    transforms = getattr(transform, "transforms", [transform] if transform is not None else [])
-    return [t for t in transforms if isinstance(t, Randomizable)]
-
-
 def local_runs(runs: int) -> list[int]:
     """The runs of a ``runs``-run population that this process trains: run ``i`` lives in process ``i % world_size``."""
     world, rank = idist.get_world_size(), idist.get_rank()
@@ -96,7 +88,6 @@ class Member:
     evaluator: Any
     swapped: dict[str, Any]
     generator: torch.Generator | None = None
-    dataset: Any = None
     diverged: bool = False
     _started: bool = field(default=False, repr=False)
     _completed: bool = field(default=False, repr=False)
@@ -193,23 +184,15 @@ class Member:
             obj.load_state_dict(state[name])
 
     def random_state(self) -> dict:
-        """Sampler generator, torch (dropout) and main-process augmentation states: an exact resume with
-        ``num_workers=0``; DataLoader workers are reseeded from the generator on resume."""
-        transforms = []
-        for t in _randomizable(self.dataset):
-            _, keys, pos, has_gauss, gauss = t.R.get_state()
-            transforms.append({"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                               "has_gauss": int(has_gauss), "gauss": float(gauss)})  # fmt: skip
+        """The sampler generator (it also draws every sample's augmentation seed, ``data.SeededSampler``) and the
+        run's stream for torch's generator (dropout): an exact resume, with or without worker processes."""
         generator = self.generator.get_state() if self.generator is not None else None
-        return {"generator": generator, "transforms": transforms, "torch": dict(self._torch_rng)}
+        return {"generator": generator, "torch": dict(self._torch_rng)}
 
     def load_random_state(self, state: Mapping) -> None:
         if self.generator is not None and state["generator"] is not None:
             self.generator.set_state(state["generator"])
         self._torch_rng.update({k: v for k, v in state["torch"].items() if k in self._torch_rng})
-        for t, saved in zip(_randomizable(self.dataset), state["transforms"]):
-            t.R.set_state(("MT19937", saved["keys"].numpy().astype(np.uint32), saved["pos"], saved["has_gauss"],
-                           saved["gauss"]))  # fmt: skip
 
     def state_dict(self) -> dict:
         return {"swapped": self.swap_state(), "trainer": self.trainer.state_dict(), "random": self.random_state(),
@@ -302,6 +285,8 @@ class AutoLR(Engine):
             ``"end"``, its state at the end of the period (it trained all ``gamma`` epochs; the default), or
             ``"best"``, its state after the epoch of its ``max[v_i]`` (the score it won with), kept in memory per
             run during the period: one more copy of every run's swap state (network, momentum, error maps).
+        same_start: all runs start from run 0's initial state (the population then differs only in its rates), or
+            each from its own initialisation (``False``).
     """
 
     def __init__(
@@ -313,11 +298,14 @@ class AutoLR(Engine):
         max_grad_norm: float | None = None,
         fingerprint: Mapping | None = None,
         swap_from: str = "end",
+        same_start: bool = True,
     ) -> None:
         super().__init__(self._epoch)
         if swap_from not in ("end", "best"):
             raise ValueError(f"autolr#swap_from: expected 'end' or 'best', got {swap_from!r}")
         self.swap_from = swap_from
+        if not isinstance(same_start, bool):
+            raise ValueError(f"autolr#same_start: expected true or false, got {same_start!r}")
         self.register_events(*AutoLREvents)
         self.schedule, self.max_epochs, self.best_model_path = schedule, int(max_epochs), best_model_path
         self.fingerprint = fingerprint
@@ -352,7 +340,7 @@ class AutoLR(Engine):
         self._period_scores: list[list[float]] = [[] for _ in range(schedule.runs)]
         self._period_diverged = [False] * schedule.runs
         self._period_best: dict[int, dict] = {}  # swap_from="best": each local run's state at its best epoch
-        self._common_start = False
+        self._common_start = not same_start
         self.add_event_handler(Events.COMPLETED, lambda _: [m.finish() for m in self.members])
 
     def run(self) -> Any:  # type: ignore[override]

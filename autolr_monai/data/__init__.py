@@ -4,12 +4,13 @@ from .datalist import load_datalist
 from .labels import LABEL_NAMES, LABELS, NUM_CLASSES, label_value
 from .readers import LoadScand, ScanReader
 from .phantom import ensure_phantom_dataset, generate_phantom, write_phantom_dataset
+from .seeding import SeededDataset, SeededSampler
 from .transforms import BoxSmoothd, CheckImageLabeld, ClassIndexd
 
 __all__ = [
     "LABELS", "LABEL_NAMES", "NUM_CLASSES", "label_value", "load_datalist", "resolve_datalist",
     "ensure_phantom_dataset", "generate_phantom", "write_phantom_dataset",
-    "BoxSmoothd", "CheckImageLabeld", "ClassIndexd", "LoadScand", "ScanReader",
+    "BoxSmoothd", "CheckImageLabeld", "ClassIndexd", "LoadScand", "ScanReader", "SeededDataset", "SeededSampler",
 ]  # fmt: skip
 
 

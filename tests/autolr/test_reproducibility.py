@@ -1,5 +1,6 @@
 """The reproducibility contract: on one machine and software, a population's history does not depend on how its
-DataLoader workers are scheduled, and a run resumed with worker processes continues bit for bit."""
+DataLoader workers are scheduled, how many there are or how far they prefetch, and a run resumed with worker
+processes continues bit for bit."""
 
 from __future__ import annotations
 
@@ -43,6 +44,14 @@ def test_random_delays_in_the_workers_change_nothing(with_workers, autolr_datali
     assert str(os.getpid()) not in {p.name for p in log.iterdir()} and len(list(log.iterdir())) >= 2  # in workers
     reference, _ = with_workers
     assert len(delayed.history) == 12 and _record(delayed) == _record(reference)  # lr, loss, Dice, winners: to the bit
+
+
+@pytest.mark.parametrize("loading", [{"num_workers": 0}, {"num_workers": 1, "train#dataloader#prefetch_factor": 4}],
+                         ids=["no-workers", "1-worker-prefetch-4"])  # fmt: skip
+def test_the_number_of_workers_and_prefetching_change_nothing(loading, with_workers, autolr_datalist, tmp_path):
+    other = run_autolr(autolr_datalist, tmp_path, **{**WORKERS, **loading}).parser.get_parsed_content("autolr#engine")
+    reference, _ = with_workers
+    assert _record(other) == _record(reference)
 
 
 @pytest.mark.parametrize("epoch", [2, 3])  # right after a swap, and mid-period
