@@ -4,4 +4,4 @@ Subpackages: ``networks`` (imports nothing else from the project), ``data``, ``s
 ``autolr`` (learning-rate control), ``engines``, ``evaluation`` (Table 2).
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
