@@ -76,11 +76,14 @@ class KillingDiskSaver(DiskSaver):
 
 
 class InterruptMidEpoch(KillMidEpoch):
-    """As ``KillMidEpoch``, with SIGINT (Ctrl-C) instead of SIGKILL."""
+    """As ``KillMidEpoch``, with SIGINT (Ctrl-C) instead of SIGKILL, delivered to this (the main) thread:
+    ``os.kill`` of the process lets the kernel hand the signal to any of torch's or TensorBoard's threads, and
+    Python then raises the ``KeyboardInterrupt`` at a later point of its own choosing, which under load can be a
+    finaliser that swallows it."""
 
     def _maybe_kill(self, engine: Engine) -> None:
         if self.member == self.run and engine.state.iteration == self.iteration and _kill_once(self.marker):
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
 
 class FailMidEpoch(KillMidEpoch):
